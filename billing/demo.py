@@ -1,0 +1,229 @@
+"""Demo data: four organizations on the four plans with three months of realistic usage.
+
+Everything is posted through the ledger functions with deterministic idempotency keys,
+and an organization that already exists is left alone, so seeding twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from billing.models import GB, CreditPack, Membership, Organization, Plan, Role, Subscription
+from ledger import postings
+from ledger.models import LotSource, Price
+from ledger.periods import add_months, current_period, month_start
+
+DEMO_PASSWORD = "demo-password"
+
+PLANS = [
+    # slug, name, monthly credits, fee (cents), rollover months, storage GB, deployments,
+    # seats, audit-trail days
+    ("free", "Free", 500, 0, 1, 5, 1, 3, 30),
+    ("standard", "Standard", 10_000, 4_900, 1, 50, 5, 10, 90),
+    ("professional", "Professional", 50_000, 19_900, 3, 250, 20, 25, 180),
+    ("enterprise", "Enterprise", None, 150_000, 12, 2_000, 100, 200, 365),
+]
+
+PACKS = [
+    ("standard", "Standard pack", 1_000, 1_500),
+    ("professional", "Professional pack", 5_000, 6_000),
+    ("enterprise", "Enterprise allocation", None, None),
+]
+
+PRICES = [
+    # operation, description, unit, credits per unit, minimum, resource class
+    ("training_a10g_per_minute", "Training on an A10G GPU", "minute", 10, 0, "a10g"),
+    ("training_a100_per_minute", "Training on an A100 GPU", "minute", 60, 0, "a100"),
+    ("training_h100_per_minute", "Training on an H100 GPU", "minute", 120, 0, "h100"),
+    ("image_generate_imagen_fast", "Image generation, Imagen Fast", "image", 5, 0, "imagen-fast"),
+    ("image_edit_gemini_flash", "Image edit, Gemini Flash", "image", 3, 0, "gemini-flash"),
+    ("image_inference", "Image inference", "image", 1, 0, "inference"),
+    ("sam3_per_minute", "SAM 3 segmentation session", "minute", 1, 3, "sam3"),
+]
+
+
+@dataclass(frozen=True)
+class DemoOrg:
+    slug: str
+    name: str
+    plan: str
+    time_zone: str
+    storage_gb: float
+    deployments: int
+    jobs_per_day: tuple[int, int]
+    minutes: tuple[int, int]
+    gpus: tuple[str, ...]
+
+
+ORGS = [
+    DemoOrg("demo-free", "Demo Free Lab", "free", "UTC", 3.2, 1, (0, 2), (1, 3), ("a10g",)),
+    DemoOrg("demo-standard", "Demo Standard Studio", "standard", "America/New_York", 41.5, 3,
+            (1, 4), (2, 8), ("a10g", "a10g", "a100")),
+    DemoOrg("demo-pro", "Demo Pro Robotics", "professional", "Europe/Berlin", 120.0, 9,
+            (2, 6), (3, 20), ("a10g", "a100", "h100")),
+    DemoOrg("demo-enterprise", "Demo Enterprise Vision", "enterprise", "Asia/Tokyo", 860.0, 42,
+            (3, 8), (5, 40), ("a100", "h100")),
+]
+
+PROJECTS = ["shelf-detector", "defect-segmentation", "catalog-images", "support-assistant",
+            "drone-mapping"]
+USERS = ["ada", "grace", "linus", "margaret", "tim", "barbara"]
+
+
+def seed(log: Callable[[str], None] = print, now: dt.datetime | None = None) -> None:
+    now = now or timezone.now()
+    seed_catalog()
+    for demo in ORGS:
+        if Organization.objects.filter(slug=demo.slug).exists():
+            log(f"{demo.slug}: already seeded, left as it is")
+            continue
+        with transaction.atomic():
+            org = create_org(demo)
+            entries = post_history(org, demo, now)
+        log(f"{demo.slug}: {entries} postings over three months")
+    ensure_staff()
+
+
+def seed_catalog() -> None:
+    for order, (slug, name, credits, fee, rollover, storage, deploys, seats, audit) in enumerate(PLANS):
+        Plan.objects.get_or_create(slug=slug, defaults={
+            "name": name, "monthly_credits": credits, "monthly_fee_cents": fee,
+            "rollover_months": rollover, "storage_limit_gb": storage,
+            "deployments_limit": deploys, "seats_limit": seats, "audit_window_days": audit,
+            "sort_order": order,
+        })
+    for order, (slug, name, credits, price) in enumerate(PACKS):
+        CreditPack.objects.get_or_create(slug=slug, defaults={
+            "name": name, "credits": credits, "price_cents": price, "sort_order": order,
+        })
+    for operation, description, unit, per_unit, minimum, resource in PRICES:
+        Price.objects.get_or_create(operation=operation, defaults={
+            "description": description, "unit": unit, "credits_per_unit": per_unit,
+            "minimum_credits": minimum, "resource_class": resource,
+        })
+
+
+def create_org(demo: DemoOrg) -> Organization:
+    org = Organization.objects.create(
+        name=demo.name, slug=demo.slug, time_zone=demo.time_zone,
+        storage_bytes=int(demo.storage_gb * GB), deployments=demo.deployments,
+    )
+    Subscription.objects.create(organization=org, plan=Plan.objects.get(slug=demo.plan))
+    User = get_user_model()
+    for role in (Role.MANAGER, Role.MEMBER):
+        user, created = User.objects.get_or_create(
+            username=f"{demo.slug}-{role}", defaults={"email": f"{demo.slug}-{role}@example.com"}
+        )
+        if created:
+            user.set_password(DEMO_PASSWORD)
+            user.save()
+        Membership.objects.create(organization=org, user=user, role=role)
+    return org
+
+
+def post_history(org: Organization, demo: DemoOrg, now: dt.datetime) -> int:
+    """Three months up to ``now``: renewals, jobs, refunds, packs, a promotion, an
+    adjustment, and a job still running on a hold."""
+    rng = random.Random(demo.slug)
+    account, tz, sub = org.account, org.tzinfo, org.subscription
+    first = add_months(current_period(now, tz), -2)
+    postings_made = 0
+    job_number = 0
+    day = month_start(first, tz)
+    while day < now:
+        if day.day == 1:
+            sub.renew(day.date(), now=day)
+            postings_made += 1
+        if day.date() == first + dt.timedelta(days=9):
+            postings.post_top_up(
+                account, 2_000, key="demo:promotional", source=LotSource.PROMOTIONAL,
+                operation="promotional_grant", expires_at=day + dt.timedelta(days=30),
+                memo="Welcome offer", now=day + dt.timedelta(hours=6),
+            )
+            postings_made += 1
+        if day.date() == add_months(first, 1) + dt.timedelta(days=13):
+            postings.adjust(account, 250, key="demo:adjustment",
+                            memo="Goodwill credit for the 14th outage",
+                            now=day + dt.timedelta(hours=6, minutes=30))
+            postings_made += 1
+        # Jobs start on distinct hours from 07:00, so each day's postings stay in order.
+        for hour in sorted(rng.sample(range(7, 22), rng.randint(*demo.jobs_per_day))):
+            moment = day + dt.timedelta(hours=hour, minutes=rng.randint(0, 15))
+            if moment >= now:
+                continue
+            job_number += 1
+            postings_made += post_job(org, rng, demo, job_number, moment)
+        day += dt.timedelta(days=1)  # wall-clock arithmetic: the next local midnight
+    account.refresh_from_db()
+    hold = 600 if account.unlimited else min(600, account.available // 2)
+    if hold <= 0:
+        return postings_made
+    postings.reserve(
+        account, hold, key="demo:running-hold", operation="training_a100_per_minute",
+        job=postings.JobInfo("demo-running-1", "nightly-finetune", PROJECTS[0], USERS[0], "a100"),
+        now=now,
+    )
+    return postings_made + 1
+
+
+def post_job(org: Organization, rng: random.Random, demo: DemoOrg, number: int,
+             moment: dt.datetime) -> int:
+    account = org.account
+    project, user = rng.choice(PROJECTS), rng.choice(USERS)
+    if rng.random() < 0.65:
+        gpu = rng.choice(demo.gpus)
+        operation, quantity = f"training_{gpu}_per_minute", rng.randint(*demo.minutes)
+        name, resource = f"{project}-train-{number:04d}", gpu
+    else:
+        operation = rng.choice(["image_generate_imagen_fast", "image_edit_gemini_flash",
+                                "image_inference", "sam3_per_minute"])
+        quantity = rng.randint(5, 120)
+        name, resource = f"{project}-{operation.split('_')[0]}-{number:04d}", operation.split("_")[-1]
+        gpu = ""
+    amount = postings.quote(operation, quantity)
+    job = postings.JobInfo(f"{demo.slug}-job-{number:05d}", name, project,
+                           f"{user}@{demo.slug}.example", resource)
+    key = f"demo:job:{number}"
+    made = 0
+    try:
+        postings.debit(account, amount, key=key, operation=operation, job=job,
+                       quantity=quantity, now=moment)
+    except postings.InsufficientCredits:
+        # Out of credits: the demo manager buys a pack, as the product intends.
+        pack = CreditPack.objects.get(slug="professional" if demo.plan == "professional" else "standard")
+        packs = -(-(amount - account.available) // (pack.credits or 1))
+        postings.post_top_up(account, packs * (pack.credits or 0), key=f"demo:pack:{number}",
+                             source=LotSource.PURCHASE, operation=pack.operation,
+                             memo=f"{packs} x {pack.name}", now=moment - dt.timedelta(minutes=5))
+        postings.debit(account, amount, key=key, operation=operation, job=job,
+                       quantity=quantity, now=moment)
+        made += 1
+    made += 1
+    refund_at = moment + dt.timedelta(minutes=40)
+    if gpu and rng.random() < 0.12 and refund_at < timezone.now():
+        # A cancelled run gives back the minutes it did not use.
+        give_back = amount * rng.randint(2, 6) // 10
+        if give_back:
+            postings.refund(account, job.external_id, give_back, key=f"demo:refund:{number}",
+                            operation=f"training_refund_{gpu}", now=refund_at)
+            made += 1
+    return made
+
+
+def ensure_staff() -> None:
+    User = get_user_model()
+    if not User.objects.filter(username="admin").exists():
+        User.objects.create_superuser("admin", "admin@example.com", DEMO_PASSWORD)
+
+
+def logins() -> list[tuple[str, str]]:
+    rows = [(f"{demo.slug}-{role}", f"{role} of {demo.name} ({demo.plan})")
+            for demo in ORGS for role in (Role.MANAGER, Role.MEMBER)]
+    return [*rows, ("admin", "staff: Django admin at /admin/")]

@@ -1,0 +1,390 @@
+"""Organizations, their people, plans and subscriptions, packs, purchases, invoices,
+alert thresholds and API keys. Credits themselves live in ``ledger``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+import zoneinfo
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+from django.utils import timezone
+
+from ledger import postings
+from ledger.models import Account, LotSource
+from ledger.periods import add_months, month_start
+
+GB = 1024**3
+
+
+def validate_time_zone(value: str) -> None:
+    if value not in zoneinfo.available_timezones():
+        raise ValidationError(f"{value!r} is not a known time zone.")
+
+
+class Plan(models.Model):
+    """A subscription plan. Plans are data, editable by staff."""
+
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=100)
+    monthly_credits = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Credits granted each month; empty means unlimited."
+    )
+    monthly_fee_cents = models.PositiveIntegerField(default=0)
+    currency = models.CharField(max_length=3, default="USD")
+    rollover_months = models.PositiveSmallIntegerField(
+        default=1,
+        help_text="Months a month's subscription credits stay usable (1: expire at month end).",
+    )
+    storage_limit_gb = models.PositiveIntegerField(null=True, blank=True)
+    deployments_limit = models.PositiveIntegerField(null=True, blank=True)
+    seats_limit = models.PositiveIntegerField(null=True, blank=True)
+    audit_window_days = models.PositiveIntegerField(default=30)
+    sort_order = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["sort_order"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def unlimited(self) -> bool:
+        return self.monthly_credits is None
+
+
+class Organization(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(unique=True)
+    time_zone = models.CharField(max_length=64, default="UTC", validators=[validate_time_zone])
+    account = models.OneToOneField(Account, on_delete=models.PROTECT, related_name="organization")
+    storage_bytes = models.BigIntegerField(default=0)
+    deployments = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # The ledger counts days in the organization's time zone; it keeps its own copy
+        # because the ledger never reads billing.
+        with transaction.atomic():
+            if self.account_id is None:
+                self.account = postings.open_account(self.slug, time_zone=self.time_zone)
+            elif self.account.time_zone != self.time_zone:
+                Account.objects.filter(pk=self.account_id).update(time_zone=self.time_zone)
+                self.account.time_zone = self.time_zone
+            super().save(*args, **kwargs)
+
+    @property
+    def tzinfo(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.time_zone)
+
+    @property
+    def storage_gb(self) -> float:
+        return self.storage_bytes / GB
+
+    def local_now(self) -> dt.datetime:
+        return timezone.now().astimezone(self.tzinfo)
+
+
+class Role(models.TextChoices):
+    MANAGER = "manager"
+    MEMBER = "member"
+
+
+class Membership(models.Model):
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="memberships"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "user"], name="membership_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.role}) in {self.organization}"
+
+    @property
+    def is_manager(self) -> bool:
+        return self.role == Role.MANAGER
+
+
+class Subscription(models.Model):
+    """An organization's plan. Enterprise terms override the plan per subscription."""
+
+    organization = models.OneToOneField(
+        Organization, on_delete=models.CASCADE, related_name="subscription"
+    )
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="subscriptions")
+    started_at = models.DateTimeField(default=timezone.now)
+    monthly_credits_override = models.PositiveIntegerField(null=True, blank=True)
+    monthly_fee_cents_override = models.PositiveIntegerField(null=True, blank=True)
+    rollover_months_override = models.PositiveSmallIntegerField(null=True, blank=True)
+    storage_limit_gb_override = models.PositiveIntegerField(null=True, blank=True)
+    deployments_limit_override = models.PositiveIntegerField(null=True, blank=True)
+    seats_limit_override = models.PositiveIntegerField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.organization} on {self.plan}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            Account.objects.filter(pk=self.organization.account_id).update(
+                unlimited=self.unlimited
+            )
+
+    def _term(self, name: str) -> Any:
+        override = getattr(self, f"{name}_override")
+        return override if override is not None else getattr(self.plan, name)
+
+    @property
+    def unlimited(self) -> bool:
+        return self.plan.unlimited and self.monthly_credits_override is None
+
+    @property
+    def monthly_credits(self) -> int | None:
+        return self._term("monthly_credits")  # type: ignore[no-any-return]
+
+    @property
+    def monthly_fee_cents(self) -> int:
+        return self._term("monthly_fee_cents")  # type: ignore[no-any-return]
+
+    @property
+    def rollover_months(self) -> int:
+        return self._term("rollover_months")  # type: ignore[no-any-return]
+
+    @property
+    def storage_limit_gb(self) -> int | None:
+        return self._term("storage_limit_gb")  # type: ignore[no-any-return]
+
+    @property
+    def deployments_limit(self) -> int | None:
+        return self._term("deployments_limit")  # type: ignore[no-any-return]
+
+    @property
+    def seats_limit(self) -> int | None:
+        return self._term("seats_limit")  # type: ignore[no-any-return]
+
+    def renewal_expiry(self, period: dt.date) -> dt.datetime:
+        """When credits granted for the month starting ``period`` expire: at the end of
+        that month (1 month of rollover), or ``rollover_months`` months later."""
+        return month_start(add_months(period, self.rollover_months), self.organization.tzinfo)
+
+    def renew(self, period: dt.date, now: dt.datetime | None = None) -> postings.Receipt | None:
+        """Grant the month's subscription credits, once per month (keyed by the month)."""
+        credits = self.monthly_credits
+        if not credits:
+            return None
+        return postings.post_top_up(
+            self.organization.account,
+            credits,
+            key=f"subscription_renewal:{period:%Y-%m}",
+            source=LotSource.SUBSCRIPTION,
+            operation="subscription_renewal",
+            expires_at=self.renewal_expiry(period),
+            memo=f"{self.plan.name} plan credits for {period:%B %Y}",
+            now=now,
+        )
+
+
+class CreditPack(models.Model):
+    """A credit pack managers can buy. Prices are data, editable by staff."""
+
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=100)
+    credits = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: custom.")
+    price_cents = models.PositiveIntegerField(null=True, blank=True)
+    currency = models.CharField(max_length=3, default="USD")
+    active = models.BooleanField(default=True)
+    sort_order = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["sort_order"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def operation(self) -> str:
+        return f"credit_pack_{self.slug}"
+
+    @property
+    def is_custom(self) -> bool:
+        return self.credits is None
+
+
+class PurchaseStatus(models.TextChoices):
+    PENDING = "pending"
+    PAID = "paid"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Purchase(models.Model):
+    """A manager's purchase of a credit pack through a payment provider."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="purchases"
+    )
+    pack = models.ForeignKey(CreditPack, on_delete=models.PROTECT, related_name="purchases")
+    buyer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+    credits = models.PositiveIntegerField()
+    price_cents = models.PositiveIntegerField()
+    currency = models.CharField(max_length=3)
+    provider = models.CharField(max_length=32)
+    provider_session_id = models.CharField(max_length=255, blank=True)
+    provider_payment_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    status = models.CharField(
+        max_length=16, choices=PurchaseStatus.choices, default=PurchaseStatus.PENDING
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    paid_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.pack} for {self.organization} ({self.status})"
+
+
+class InvoiceStatus(models.TextChoices):
+    OPEN = "open"
+    PAID = "paid"
+    VOID = "void"
+
+
+class Invoice(models.Model):
+    """The month's invoice: the plan fee and the packs bought that month."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="invoices"
+    )
+    period = models.DateField(help_text="The first day of the invoiced month.")
+    number = models.CharField(max_length=32, unique=True)
+    currency = models.CharField(max_length=3, default="USD")
+    total_cents = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=InvoiceStatus.choices, default=InvoiceStatus.OPEN)
+    issued_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-period"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "period"], name="invoice_one_per_month")
+        ]
+
+    def __str__(self) -> str:
+        return self.number
+
+
+class InvoiceLine(models.Model):
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
+    description = models.CharField(max_length=200)
+    quantity = models.PositiveIntegerField(default=1)
+    amount_cents = models.PositiveIntegerField()
+    purchase = models.ForeignKey(Purchase, on_delete=models.PROTECT, null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.description
+
+
+class AlertKind(models.TextChoices):
+    PERCENT = "percent", "Percent of monthly allowance"
+    ABSOLUTE = "absolute", "Credits"
+
+
+class AlertThreshold(models.Model):
+    """Email the managers when available credits fall below this (once per crossing)."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="alert_thresholds"
+    )
+    kind = models.CharField(max_length=16, choices=AlertKind.choices)
+    value = models.PositiveIntegerField()
+    below = models.BooleanField(default=False, help_text="Available credits are below it now.")
+    last_alerted_at = models.DateTimeField(null=True, blank=True)
+    last_alert_period = models.DateField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "kind", "value"], name="alert_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.value}{'%' if self.kind == AlertKind.PERCENT else ' credits'}"
+
+
+class Scope(models.TextChoices):
+    ACCOUNT_READ = "account:read"
+    USAGE_WRITE = "usage:write"
+
+
+class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
+    def active(self) -> ApiKeyQuerySet:
+        return self.filter(revoked_at__isnull=True)
+
+
+class ApiKey(models.Model):
+    """An organization's API key. Only a hash is stored; the key is shown once."""
+
+    PREFIX = "tly_"
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, db_index=True)
+    hashed_key = models.CharField(max_length=64, unique=True)
+    scopes = models.JSONField(default=list)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def hash(raw_key: str) -> str:
+        return hashlib.sha256(raw_key.encode()).hexdigest()
+
+    @classmethod
+    def issue(
+        cls, organization: Organization, *, name: str, scopes: list[str], created_by: Any = None
+    ) -> tuple[ApiKey, str]:
+        """Create a key and return it with the raw secret, which is never stored."""
+        unknown = set(scopes) - set(Scope.values)
+        if not scopes or unknown:
+            raise ValidationError(f"Scopes must be among {', '.join(Scope.values)}.")
+        raw = cls.PREFIX + secrets.token_urlsafe(32)
+        key = cls.objects.create(
+            organization=organization, name=name, prefix=raw[:12], hashed_key=cls.hash(raw),
+            scopes=sorted(set(scopes)), created_by=created_by,
+        )
+        return key, raw
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

@@ -1,0 +1,42 @@
+"""On PostgreSQL, refuse UPDATE and DELETE on ledger entries at the database itself."""
+
+from django.db import migrations
+
+CREATE = """
+CREATE OR REPLACE FUNCTION ledger_entry_append_only() RETURNS trigger AS $$
+BEGIN
+    RAISE EXCEPTION 'ledger entries are append-only: % refused on ledger_entry', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE TRIGGER ledger_entry_append_only
+    BEFORE UPDATE OR DELETE ON ledger_entry
+    FOR EACH ROW EXECUTE FUNCTION ledger_entry_append_only();
+
+CREATE TRIGGER ledger_entry_no_truncate
+    BEFORE TRUNCATE ON ledger_entry
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_entry_append_only();
+"""
+
+DROP = """
+DROP TRIGGER IF EXISTS ledger_entry_no_truncate ON ledger_entry;
+DROP TRIGGER IF EXISTS ledger_entry_append_only ON ledger_entry;
+DROP FUNCTION IF EXISTS ledger_entry_append_only();
+"""
+
+
+def create_trigger(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(CREATE, params=None)
+
+
+def drop_trigger(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(DROP, params=None)
+
+
+class Migration(migrations.Migration):
+    dependencies = [("ledger", "0001_initial")]
+
+    operations = [migrations.RunPython(create_trigger, drop_trigger)]

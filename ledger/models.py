@@ -1,0 +1,318 @@
+"""The credit ledger: accounts, lots, append-only entries, holds, jobs, prices, rollups.
+
+The rules that move credits live in ``ledger.postings``; these models only store what
+those functions wrote. Nothing here imports ``billing``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from typing import Any
+
+from django.db import models
+from django.db.models import Q
+
+
+class Account(models.Model):
+    """One organization's credit account. ``balance`` and ``held`` are kept by postings."""
+
+    slug = models.SlugField(unique=True, help_text="The owning organization's slug.")
+    time_zone = models.CharField(max_length=64, default="UTC")
+    unlimited = models.BooleanField(
+        default=False, help_text="An unlimited account is never refused; it may overdraw."
+    )
+    balance = models.BigIntegerField(default=0)
+    held = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def available(self) -> int:
+        return max(self.balance - self.held, 0)
+
+    @property
+    def tzinfo(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.time_zone)
+
+    def local_date(self, moment: dt.datetime) -> dt.date:
+        return moment.astimezone(self.tzinfo).date()
+
+
+class LotSource(models.TextChoices):
+    SUBSCRIPTION = "subscription"
+    PURCHASE = "purchase"
+    PROMOTIONAL = "promotional"
+    ADJUSTMENT = "adjustment"
+
+
+class Lot(models.Model):
+    """A grant of credits; debits draw from lots soonest-expiry first."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="lots")
+    source = models.CharField(max_length=16, choices=LotSource.choices)
+    amount = models.BigIntegerField()
+    remaining = models.BigIntegerField()
+    expires_at = models.DateTimeField(null=True, blank=True)
+    expired = models.BooleanField(default=False)
+    entry = models.OneToOneField(
+        "Entry", on_delete=models.PROTECT, related_name="lot", null=True, blank=True
+    )
+    created_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["account", "expires_at", "created_at"],
+                name="lot_live_idx",
+                condition=Q(remaining__gt=0),
+            )
+        ]
+        constraints = [models.CheckConstraint(condition=Q(remaining__gte=0), name="lot_remaining_gte_0")]
+
+    def __str__(self) -> str:
+        return f"{self.source} lot {self.pk} ({self.remaining}/{self.amount})"
+
+    def is_expired_at(self, moment: dt.datetime) -> bool:
+        return self.expired or (self.expires_at is not None and self.expires_at <= moment)
+
+
+class Job(models.Model):
+    """A job on the platform that consumed credits (a training run, a batch of images)."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="jobs")
+    external_id = models.CharField(max_length=128)
+    name = models.CharField(max_length=200, blank=True)
+    project = models.CharField(max_length=200, blank=True)
+    user = models.CharField(max_length=200, blank=True)
+    resource_class = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "external_id"], name="job_unique_external_id")
+        ]
+
+    def __str__(self) -> str:
+        return self.name or self.external_id
+
+
+class EntryKind(models.TextChoices):
+    TOP_UP = "top_up"
+    DEBIT = "debit"
+    REFUND = "refund"
+    EXPIRY = "expiry"
+    ADJUSTMENT = "adjustment"
+
+
+class EntryQuerySet(models.QuerySet["Entry"]):
+    def update(self, **kwargs: Any) -> int:
+        raise TypeError("Ledger entries are append-only; post an adjustment instead.")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise TypeError("Ledger entries are append-only; post an adjustment instead.")
+
+
+class Entry(models.Model):
+    """One posting. Signed: < 0 consumed credits, > 0 added them. Never edited."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
+    kind = models.CharField(max_length=16, choices=EntryKind.choices)
+    operation = models.CharField(max_length=100)
+    amount = models.BigIntegerField()
+    balance_after = models.BigIntegerField()
+    quantity = models.BigIntegerField(null=True, blank=True)
+    job = models.ForeignKey(
+        Job, on_delete=models.PROTECT, null=True, blank=True, related_name="entries"
+    )
+    hold = models.ForeignKey(
+        "Hold", on_delete=models.PROTECT, null=True, blank=True, related_name="entries"
+    )
+    refund_of_expired = models.BigIntegerField(
+        default=0, help_text="For a refund: the share that came from lots since expired."
+    )
+    memo = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+    local_date = models.DateField(help_text="The day in the account's time zone.")
+
+    objects = EntryQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "entries"
+        indexes = [
+            models.Index(fields=["account", "local_date"], name="entry_account_day_idx"),
+            models.Index(fields=["account", "-id"], name="entry_account_recent_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.operation} {self.amount:+d}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None and not self._state.adding:
+            raise TypeError("Ledger entries are append-only; post an adjustment instead.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise TypeError("Ledger entries are append-only; post an adjustment instead.")
+
+
+class LotDraw(models.Model):
+    """What one entry took from (< 0) or returned to (> 0) one lot."""
+
+    entry = models.ForeignKey(Entry, on_delete=models.PROTECT, related_name="draws")
+    lot = models.ForeignKey(Lot, on_delete=models.PROTECT, related_name="draws")
+    amount = models.BigIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["lot"], name="lotdraw_lot_idx")]
+
+    def __str__(self) -> str:
+        return f"entry {self.entry_id} {self.amount:+d} on lot {self.lot_id}"
+
+
+class HoldStatus(models.TextChoices):
+    PENDING = "pending"
+    SETTLED = "settled"
+    RELEASED = "released"
+    EXPIRED = "expired"
+
+
+class Hold(models.Model):
+    """Credits reserved for a running job; resolved exactly once."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="holds")
+    operation = models.CharField(max_length=100)
+    amount = models.BigIntegerField()
+    status = models.CharField(max_length=16, choices=HoldStatus.choices, default=HoldStatus.PENDING)
+    job = models.ForeignKey(Job, on_delete=models.PROTECT, null=True, blank=True, related_name="holds")
+    settled_amount = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["expires_at"], name="hold_pending_idx", condition=Q(status="pending")
+            )
+        ]
+        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="hold_amount_gt_0")]
+
+    def __str__(self) -> str:
+        return f"hold {self.pk} {self.amount} ({self.status})"
+
+
+class Price(models.Model):
+    """What one unit of an operation costs, in credits. Staff edit these in the admin."""
+
+    operation = models.SlugField(max_length=100, unique=True)
+    description = models.CharField(max_length=200, blank=True)
+    unit = models.CharField(max_length=32, default="unit")
+    credits_per_unit = models.PositiveIntegerField()
+    minimum_credits = models.PositiveIntegerField(default=0)
+    resource_class = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["operation"]
+
+    def __str__(self) -> str:
+        return f"{self.operation}: {self.credits_per_unit}/{self.unit}"
+
+    def total_for(self, quantity: int) -> int:
+        return max(self.credits_per_unit * quantity, self.minimum_credits)
+
+
+class DailyRollup(models.Model):
+    """Per account and local day, kept in the same transaction as each entry."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="daily_rollups")
+    date = models.DateField()
+    top_ups = models.BigIntegerField(default=0)
+    credits_used = models.BigIntegerField(default=0)
+    refunds = models.BigIntegerField(default=0)
+    expired = models.BigIntegerField(default=0)
+    balance = models.BigIntegerField(help_text="Balance at the end of the day.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "date"], name="rollup_unique_account_day")
+        ]
+        ordering = ["-date"]
+
+    def __str__(self) -> str:
+        return f"{self.account_id} {self.date}"
+
+
+class IdempotencyRecord(models.Model):
+    """The first result of a posting, kept against its key. Refused requests store nothing."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="idempotency")
+    key = models.CharField(max_length=255)
+    action = models.CharField(max_length=32)
+    params = models.JSONField()
+    result = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "key"], name="idempotency_unique_key")
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class Statement(models.Model):
+    """A closed month, frozen. ``closing = brought_forward + purchased + refunded
+    - consumed - expired``."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="statements")
+    period = models.DateField(help_text="The first day of the month.")
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    brought_forward = models.BigIntegerField()
+    purchased = models.BigIntegerField()
+    consumed = models.BigIntegerField()
+    refunded = models.BigIntegerField()
+    expired = models.BigIntegerField()
+    closing_balance = models.BigIntegerField()
+    last_entry_id = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "period"], name="statement_one_per_month")
+        ]
+        ordering = ["-period"]
+
+    def __str__(self) -> str:
+        return f"{self.account} {self.period:%Y-%m}"
+
+    @property
+    def last_day(self) -> dt.date:
+        return (self.ends_at - dt.timedelta(microseconds=1)).astimezone(
+            self.account.tzinfo
+        ).date()
+
+
+class StatementDay(models.Model):
+    """A statement's frozen daily row."""
+
+    statement = models.ForeignKey(Statement, on_delete=models.CASCADE, related_name="days")
+    date = models.DateField()
+    top_ups = models.BigIntegerField()
+    credits_used = models.BigIntegerField()
+    refunds = models.BigIntegerField()
+    expired = models.BigIntegerField()
+    balance = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["statement", "date"], name="statement_day_unique")
+        ]
+        ordering = ["-date"]
+
+    def __str__(self) -> str:
+        return f"{self.statement_id} {self.date}"

@@ -1,0 +1,693 @@
+"""The functions that move credits. Each is one transaction and the only home of its rule.
+
+Every posting locks the account row first (``SELECT ... FOR UPDATE`` on PostgreSQL; on
+SQLite the IMMEDIATE transaction already holds the write lock), then checks its
+idempotency key, then applies the rule. A refused posting raises and rolls back, so it
+stores nothing, not even its key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Sum
+from django.utils import timezone
+
+from ledger.models import (
+    Account,
+    DailyRollup,
+    Entry,
+    EntryKind,
+    Hold,
+    HoldStatus,
+    IdempotencyRecord,
+    Job,
+    Lot,
+    LotDraw,
+    LotSource,
+    Price,
+)
+
+DEFAULT_HOLD_TTL = dt.timedelta(hours=24)
+
+
+# --- Errors -----------------------------------------------------------------------------
+
+
+class LedgerError(Exception):
+    code = "ledger_error"
+
+
+class InsufficientCredits(LedgerError):
+    """The available credits do not cover the request (HTTP 402). Nothing was changed."""
+
+    code = "insufficient_credits"
+
+    def __init__(self, required: int, remaining: int, upgrade_url: str) -> None:
+        self.required = required
+        self.remaining = remaining
+        self.upgrade_url = upgrade_url
+        super().__init__(f"This needs {required} credits; {remaining} are available.")
+
+
+class IdempotencyConflict(LedgerError):
+    """The key was used before with other parameters (HTTP 409)."""
+
+    code = "idempotency_conflict"
+
+    def __init__(self, key: str, fields: list[str]) -> None:
+        self.key = key
+        self.fields = fields
+        super().__init__(
+            f"Idempotency key {key!r} was used with different {', '.join(fields)}."
+        )
+
+
+class UnknownOperation(LedgerError):
+    code = "unknown_operation"
+
+    def __init__(self, operation: str) -> None:
+        self.operation = operation
+        super().__init__(f"No price is defined for operation {operation!r}.")
+
+
+class InvalidPosting(LedgerError):
+    """A request the rules refuse whatever the balance (HTTP 422)."""
+
+    code = "validation_error"
+
+
+class HoldNotPending(InvalidPosting):
+    code = "hold_not_pending"
+
+
+# --- Inputs and results -----------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class JobInfo:
+    external_id: str
+    name: str = ""
+    project: str = ""
+    user: str = ""
+    resource_class: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Receipt:
+    """What a posting did, as first recorded; a retry with the same key returns it again."""
+
+    action: str
+    amount: int
+    balance: int
+    held: int
+    available: int
+    created_at: str
+    entry_id: int | None = None
+    hold_id: int | None = None
+    forfeited: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class LotPlan:
+    lot_id: int
+    source: str
+    expires_at: dt.datetime | None
+    credits: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    operation: str
+    quantity: int
+    total_credits: int
+    credits_available: int
+    sufficient: bool
+    lots: list[LotPlan]
+
+
+# --- Public functions -------------------------------------------------------------------
+
+
+def open_account(slug: str, *, time_zone: str = "UTC", unlimited: bool = False) -> Account:
+    account, _ = Account.objects.get_or_create(
+        slug=slug, defaults={"time_zone": time_zone, "unlimited": unlimited}
+    )
+    return account
+
+
+def quote(operation: str, quantity: int) -> int:
+    """Credits for ``quantity`` units of ``operation`` from the price table."""
+    if quantity <= 0:
+        raise InvalidPosting("Quantity must be a positive whole number.")
+    price = Price.objects.filter(operation=operation).first()
+    if price is None:
+        raise UnknownOperation(operation)
+    return price.total_for(quantity)
+
+
+def estimate(account: Account, operation: str, quantity: int, now: dt.datetime | None = None) -> Estimate:
+    """What ``quantity`` of ``operation`` would cost and which lots it would draw on. Posts
+    nothing; another caller may spend the credits before the real posting."""
+    now = now or timezone.now()
+    total = quote(operation, quantity)
+    account.refresh_from_db(fields=["balance", "held", "unlimited"])
+    lots = [lot for lot in _lots_in_draw_order(account) if not lot.is_expired_at(now)]
+    spendable = sum(lot.remaining for lot in lots) - account.held
+    available = max(spendable, 0)
+    plan, needed, to_skip = [], total, account.held
+    # Held credits are drawn first by their settles, so an estimate draws after them.
+    for lot in lots:
+        skip = min(to_skip, lot.remaining)
+        to_skip -= skip
+        take = min(lot.remaining - skip, needed)
+        if take > 0:
+            plan.append(LotPlan(lot.pk, lot.source, lot.expires_at, take))
+            needed -= take
+    return Estimate(
+        operation=operation,
+        quantity=quantity,
+        total_credits=total,
+        credits_available=available,
+        sufficient=account.unlimited or total <= available,
+        lots=plan,
+    )
+
+
+def post_top_up(
+    account: Account,
+    amount: int,
+    *,
+    key: str,
+    source: LotSource,
+    operation: str,
+    expires_at: dt.datetime | None = None,
+    memo: str = "",
+    now: dt.datetime | None = None,
+) -> Receipt:
+    """Add credits as a new lot (a renewal, a pack, a promotion, a manual grant)."""
+    _require_positive(amount)
+    params = {"amount": amount, "source": str(source), "operation": operation,
+              "expires_at": expires_at.isoformat() if expires_at else None}
+
+    def apply(acct: Account, moment: dt.datetime) -> Receipt:
+        kind = EntryKind.ADJUSTMENT if source == LotSource.ADJUSTMENT else EntryKind.TOP_UP
+        entry = _append(acct, kind, operation, amount, moment, memo=memo)
+        _new_lot(acct, amount, source, moment, entry=entry, expires_at=expires_at)
+        return _receipt(acct, "top_up", moment, entry=entry)
+
+    return _posting(account, key, "top_up", params, apply, now)
+
+
+def debit(
+    account: Account,
+    amount: int,
+    *,
+    key: str,
+    operation: str,
+    job: JobInfo | None = None,
+    quantity: int | None = None,
+    memo: str = "",
+    now: dt.datetime | None = None,
+) -> Receipt:
+    """Consume credits now. Refused with ``InsufficientCredits`` unless available covers it."""
+    _require_positive(amount)
+    params = {"amount": amount, "operation": operation, "quantity": quantity,
+              "job": dataclasses.asdict(job) if job else None}
+
+    def apply(acct: Account, moment: dt.datetime) -> Receipt:
+        lots = _live_lots(acct, moment)
+        _check_available(acct, amount)
+        entry = _consume(acct, lots, amount, EntryKind.DEBIT, operation, moment,
+                         job=_job(acct, job), quantity=quantity, memo=memo)
+        return _receipt(acct, "debit", moment, entry=entry)
+
+    return _posting(account, key, "debit", params, apply, now)
+
+
+def adjust(
+    account: Account, amount: int, *, key: str, memo: str, now: dt.datetime | None = None
+) -> Receipt:
+    """A staff correction: a positive amount grants a never-expiring lot, a negative one
+    consumes credits like a debit. Never an edit of an earlier entry."""
+    if amount == 0:
+        raise InvalidPosting("An adjustment must change the balance.")
+    if amount > 0:
+        return post_top_up(account, amount, key=key, source=LotSource.ADJUSTMENT,
+                           operation="manual_adjustment", memo=memo, now=now)
+    params = {"amount": amount, "memo": memo}
+
+    def apply(acct: Account, moment: dt.datetime) -> Receipt:
+        lots = _live_lots(acct, moment)
+        _check_available(acct, -amount)
+        entry = _consume(acct, lots, -amount, EntryKind.ADJUSTMENT, "manual_adjustment",
+                         moment, memo=memo)
+        return _receipt(acct, "adjustment", moment, entry=entry)
+
+    return _posting(account, key, "adjustment", params, apply, now)
+
+
+def reserve(
+    account: Account,
+    amount: int,
+    *,
+    key: str,
+    operation: str,
+    job: JobInfo | None = None,
+    ttl: dt.timedelta = DEFAULT_HOLD_TTL,
+    now: dt.datetime | None = None,
+) -> Receipt:
+    """Put credits on hold for a job about to start: ``available`` drops, ``balance`` not."""
+    _require_positive(amount)
+    params = {"amount": amount, "operation": operation,
+              "job": dataclasses.asdict(job) if job else None}
+
+    def apply(acct: Account, moment: dt.datetime) -> Receipt:
+        _live_lots(acct, moment)
+        _check_available(acct, amount)
+        hold = Hold.objects.create(account=acct, operation=operation, amount=amount,
+                                   job=_job(acct, job), created_at=moment,
+                                   expires_at=moment + ttl)
+        acct.held += amount
+        _save_totals(acct)
+        return _receipt(acct, "reserve", moment, hold=hold)
+
+    return _posting(account, key, "reserve", params, apply, now)
+
+
+def settle(
+    account: Account, hold_id: int, amount: int, *, key: str, now: dt.datetime | None = None
+) -> Receipt:
+    """Charge a hold's job ``amount`` and release the rest. More than was held is charged
+    from available credits, or refused with the hold left pending."""
+    if amount < 0:
+        raise InvalidPosting("A settle amount cannot be negative.")
+    params = {"hold": hold_id, "amount": amount}
+
+    def apply(acct: Account, moment: dt.datetime) -> Receipt:
+        hold = _pending_hold(acct, hold_id)
+        lots = _live_lots(acct, moment)
+        others_held = acct.held - hold.amount
+        if not acct.unlimited and acct.balance - others_held < amount:
+            raise _insufficient(acct, amount, acct.balance - others_held)
+        entry = None
+        if amount:
+            entry = _consume(acct, lots, amount, EntryKind.DEBIT, hold.operation, moment,
+                             job=hold.job, hold=hold)
+        _resolve(acct, hold, HoldStatus.SETTLED, moment, settled_amount=amount)
+        return _receipt(acct, "settle", moment, entry=entry, hold=hold)
+
+    return _posting(account, key, "settle", params, apply, now)
+
+
+def release(account: Account, hold_id: int, *, key: str, now: dt.datetime | None = None) -> Receipt:
+    """Free a hold without charging anything."""
+
+    def apply(acct: Account, moment: dt.datetime) -> Receipt:
+        hold = _pending_hold(acct, hold_id)
+        _resolve(acct, hold, HoldStatus.RELEASED, moment)
+        return _receipt(acct, "release", moment, hold=hold)
+
+    return _posting(account, key, "release", {"hold": hold_id}, apply, now)
+
+
+def refund(
+    account: Account,
+    job_external_id: str,
+    amount: int,
+    *,
+    key: str,
+    operation: str,
+    now: dt.datetime | None = None,
+) -> Receipt:
+    """Give back up to what a job consumed, to the lots it came from. The share of a lot
+    that has since expired is forfeited, not revived."""
+    _require_positive(amount)
+    params = {"job": job_external_id, "amount": amount, "operation": operation}
+
+    def apply(acct: Account, moment: dt.datetime) -> Receipt:
+        job = Job.objects.filter(account=acct, external_id=job_external_id).first()
+        if job is None:
+            raise InvalidPosting(f"No job {job_external_id!r} has consumed credits here.")
+        entries = list(job.entries.all())
+        consumed = -sum(e.amount for e in entries if e.kind == EntryKind.DEBIT)
+        refunded = sum(e.amount + e.refund_of_expired for e in entries if e.kind == EntryKind.REFUND)
+        if amount > consumed - refunded:
+            raise InvalidPosting(
+                f"Job {job_external_id!r} has {consumed - refunded} credits left to refund; "
+                f"{amount} were asked."
+            )
+        returns, overdraft_part, forfeited = _refund_plan(acct, entries, amount, moment)
+        credited = amount - forfeited
+        entry = _append(acct, EntryKind.REFUND, operation, credited, moment, job=job,
+                        refund_of_expired=forfeited)
+        _return_to_lots(acct, entry, returns, overdraft_part, moment)
+        return _receipt(acct, "refund", moment, entry=entry, forfeited=forfeited)
+
+    return _posting(account, key, "refund", params, apply, now)
+
+
+def expire_lots(account: Account, now: dt.datetime | None = None) -> list[Entry]:
+    """Post one ``expiry`` entry per lot past its expiry, for exactly what remained."""
+    moment = now or timezone.now()
+    with transaction.atomic():
+        acct = _lock(account)
+        due = [lot for lot in _lots_in_draw_order(acct) if lot.is_expired_at(moment)]
+        entries = _expire(acct, due, moment)
+    _copy_totals(acct, account)
+    return entries
+
+
+def release_expired_holds(now: dt.datetime | None = None) -> int:
+    """Release every pending hold past its expiry, each exactly once."""
+    moment = now or timezone.now()
+    released = 0
+    due = Hold.objects.filter(status=HoldStatus.PENDING, expires_at__lte=moment)
+    for hold_id, account_id in due.values_list("id", "account_id"):
+        with transaction.atomic():
+            acct = Account.objects.select_for_update().get(pk=account_id)
+            hold = Hold.objects.get(pk=hold_id)
+            if hold.status == HoldStatus.PENDING:
+                _resolve(acct, hold, HoldStatus.EXPIRED, moment)
+                released += 1
+    return released
+
+
+# --- The machinery ----------------------------------------------------------------------
+
+
+def _posting(
+    account: Account,
+    key: str,
+    action: str,
+    params: dict[str, Any],
+    apply: Callable[[Account, dt.datetime], Receipt],
+    now: dt.datetime | None,
+) -> Receipt:
+    if not key or len(key) > 255:
+        raise InvalidPosting("An idempotency key of 1 to 255 characters is required.")
+    with transaction.atomic():
+        acct = _lock(account)
+        first = IdempotencyRecord.objects.filter(account=acct, key=key).first()
+        if first is not None:
+            _copy_totals(acct, account)
+            return _replay(first, key, action, params)
+        receipt = apply(acct, now or timezone.now())
+        IdempotencyRecord.objects.create(
+            account=acct, key=key, action=action, params=params, result=receipt.as_dict()
+        )
+    _copy_totals(acct, account)
+    return receipt
+
+
+def _replay(first: IdempotencyRecord, key: str, action: str, params: dict[str, Any]) -> Receipt:
+    differing = sorted(
+        name for name in params.keys() | first.params.keys()
+        if params.get(name) != first.params.get(name)
+    )
+    if first.action != action:
+        differing.insert(0, "action")
+    if differing:
+        raise IdempotencyConflict(key, differing)
+    return Receipt(**first.result)
+
+
+def _lock(account: Account) -> Account:
+    return Account.objects.select_for_update().get(pk=account.pk)
+
+
+def _copy_totals(source: Account, target: Account) -> None:
+    if source is not target:
+        target.balance, target.held = source.balance, source.held
+
+
+def _save_totals(acct: Account) -> None:
+    Account.objects.filter(pk=acct.pk).update(balance=acct.balance, held=acct.held)
+
+
+def _require_positive(amount: int) -> None:
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+        raise InvalidPosting("Amounts are positive whole numbers of credits.")
+
+
+def _insufficient(acct: Account, required: int, remaining: int) -> InsufficientCredits:
+    url = settings.SITE_URL.rstrip("/") + f"/orgs/{acct.slug}/billing/"
+    return InsufficientCredits(required=required, remaining=max(remaining, 0), upgrade_url=url)
+
+
+def _check_available(acct: Account, amount: int) -> None:
+    if not acct.unlimited and acct.balance - acct.held < amount:
+        raise _insufficient(acct, amount, acct.balance - acct.held)
+
+
+def _receipt(
+    acct: Account,
+    action: str,
+    moment: dt.datetime,
+    *,
+    entry: Entry | None = None,
+    hold: Hold | None = None,
+    forfeited: int = 0,
+) -> Receipt:
+    return Receipt(
+        action=action,
+        amount=entry.amount if entry else 0,
+        balance=acct.balance,
+        held=acct.held,
+        available=acct.available,
+        created_at=moment.isoformat(),
+        entry_id=entry.pk if entry else None,
+        hold_id=hold.pk if hold else None,
+        forfeited=forfeited,
+    )
+
+
+def _job(acct: Account, info: JobInfo | None) -> Job | None:
+    if info is None:
+        return None
+    job, _ = Job.objects.get_or_create(
+        account=acct,
+        external_id=info.external_id,
+        defaults={"name": info.name, "project": info.project, "user": info.user,
+                  "resource_class": info.resource_class},
+    )
+    return job
+
+
+def _lots_in_draw_order(acct: Account) -> list[Lot]:
+    """Soonest expiry first, never-expiring last, oldest first among equals."""
+    return list(
+        Lot.objects.filter(account=acct, remaining__gt=0).order_by(
+            F("expires_at").asc(nulls_last=True), "created_at", "id"
+        )
+    )
+
+
+def _live_lots(acct: Account, moment: dt.datetime) -> list[Lot]:
+    """The lots a posting may draw on; any already past expiry are expired first."""
+    lots = _lots_in_draw_order(acct)
+    due = [lot for lot in lots if lot.is_expired_at(moment)]
+    if due:
+        _expire(acct, due, moment)
+    return [lot for lot in lots if lot not in due]
+
+
+def _append(
+    acct: Account,
+    kind: EntryKind,
+    operation: str,
+    amount: int,
+    moment: dt.datetime,
+    **fields: Any,
+) -> Entry:
+    """Write one entry, move the balance and keep the day's rollup, all in this transaction."""
+    acct.balance += amount
+    entry = Entry.objects.create(
+        account=acct, kind=kind, operation=operation, amount=amount,
+        balance_after=acct.balance, created_at=moment, local_date=acct.local_date(moment),
+        **fields,
+    )
+    _save_totals(acct)
+    _roll_up(acct, entry)
+    return entry
+
+
+def _roll_up(acct: Account, entry: Entry) -> None:
+    column = {
+        EntryKind.TOP_UP: "top_ups",
+        EntryKind.ADJUSTMENT: "top_ups",
+        EntryKind.DEBIT: "credits_used",
+        EntryKind.REFUND: "refunds",
+        EntryKind.EXPIRY: "expired",
+    }[EntryKind(entry.kind)]
+    # Debits and expiries are stored as positive figures in their columns.
+    change = entry.amount if column in {"top_ups", "refunds"} else -entry.amount
+    updated = DailyRollup.objects.filter(account=acct, date=entry.local_date).update(
+        **{column: F(column) + change}, balance=entry.balance_after
+    )
+    if not updated:
+        DailyRollup.objects.create(
+            account=acct, date=entry.local_date, balance=entry.balance_after, **{column: change}
+        )
+
+
+def _new_lot(
+    acct: Account,
+    amount: int,
+    source: LotSource,
+    moment: dt.datetime,
+    *,
+    entry: Entry,
+    expires_at: dt.datetime | None = None,
+) -> Lot:
+    # A credit to an overdrawn (unlimited) account pays the overdraft first.
+    overdraft = max(-(acct.balance - amount), 0)
+    return Lot.objects.create(
+        account=acct, source=source, amount=amount, remaining=amount - min(overdraft, amount),
+        expires_at=expires_at, created_at=moment, entry=entry,
+    )
+
+
+def _consume(
+    acct: Account,
+    lots: list[Lot],
+    amount: int,
+    kind: EntryKind,
+    operation: str,
+    moment: dt.datetime,
+    **fields: Any,
+) -> Entry:
+    entry = _append(acct, kind, operation, -amount, moment, **fields)
+    draws, touched, needed = [], [], amount
+    for lot in lots:
+        if needed == 0:
+            break
+        take = min(lot.remaining, needed)
+        lot.remaining -= take
+        needed -= take
+        touched.append(lot)
+        draws.append(LotDraw(entry=entry, lot=lot, amount=-take))
+    if needed and not acct.unlimited:
+        raise AssertionError("lots do not cover a checked debit")  # the check above failed
+    LotDraw.objects.bulk_create(draws)
+    _save_lots(touched)
+    return entry
+
+
+def _save_lots(lots: Iterable[Lot]) -> None:
+    for lot in lots:
+        Lot.objects.filter(pk=lot.pk).update(remaining=lot.remaining, expired=lot.expired)
+
+
+def _expire(acct: Account, lots: list[Lot], moment: dt.datetime) -> list[Entry]:
+    entries = []
+    for lot in lots:
+        remaining, lot.remaining, lot.expired = lot.remaining, 0, True
+        entry = _append(acct, EntryKind.EXPIRY, "expiry", -remaining, moment,
+                        memo=f"{lot.source} lot {lot.pk} expired")
+        LotDraw.objects.create(entry=entry, lot=lot, amount=-remaining)
+        _save_lots([lot])
+        entries.append(entry)
+    return entries
+
+
+def _refund_plan(
+    acct: Account, entries: list[Entry], amount: int, moment: dt.datetime
+) -> tuple[list[tuple[Lot, int]], int, int]:
+    """Split a refund: first the share no lot covered (an unlimited account's overdraft),
+    then live lots in reverse draw order, and last the forfeited share of expired lots."""
+    refund_ids = [e.pk for e in entries if e.kind == EntryKind.REFUND]
+    debit_ids = [e.pk for e in entries if e.kind == EntryKind.DEBIT]
+    net_taken: dict[int, int] = {}
+    for lot_id, total in (
+        LotDraw.objects.filter(entry_id__in=debit_ids + refund_ids)
+        .values_list("lot_id")
+        .annotate(total=Sum("amount"))
+    ):
+        net_taken[lot_id] = -total
+    consumed = -sum(e.amount for e in entries if e.kind == EntryKind.DEBIT)
+    taken_from_lots = -(
+        LotDraw.objects.filter(entry_id__in=debit_ids).aggregate(t=Sum("amount"))["t"] or 0
+    )
+    returned_to_lots = (
+        LotDraw.objects.filter(entry_id__in=refund_ids).aggregate(t=Sum("amount"))["t"] or 0
+    )
+    refunded_outside_lots = sum(
+        e.amount for e in entries if e.kind == EntryKind.REFUND
+    ) - returned_to_lots
+    overdraft_part = min(amount, consumed - taken_from_lots - refunded_outside_lots)
+    left = amount - overdraft_part
+    lots = Lot.objects.in_bulk(net_taken.keys())
+    order = sorted(
+        (lots[i] for i, n in net_taken.items() if n > 0),
+        key=lambda lot: (lot.expires_at is None, lot.expires_at or moment, lot.created_at, lot.pk),
+        reverse=True,
+    )
+    returns = []
+    for lot in order:
+        if left == 0 or lot.is_expired_at(moment):
+            continue
+        give = min(net_taken[lot.pk], left)
+        returns.append((lot, give))
+        left -= give
+    return returns, overdraft_part, left
+
+
+def _return_to_lots(
+    acct: Account,
+    entry: Entry,
+    returns: list[tuple[Lot, int]],
+    overdraft_part: int,
+    moment: dt.datetime,
+) -> None:
+    # An overdrawn (unlimited) account is paid down first: by the share no lot covered,
+    # then by what would have gone back to lots. Only the rest refills lots.
+    absorb = min(max(-(acct.balance - entry.amount), 0), entry.amount)
+    from_overdraft_part = min(absorb, overdraft_part)
+    absorb -= from_overdraft_part
+    touched = []
+    for lot, give in returns:
+        cut = min(absorb, give)
+        absorb -= cut
+        if give - cut:
+            lot.remaining += give - cut
+            touched.append(lot)
+            LotDraw.objects.create(entry=entry, lot=lot, amount=give - cut)
+    _save_lots(touched)
+    # The uncovered share left over (its overdraft was since paid off) becomes a
+    # never-expiring lot, so no refunded credit is lost.
+    surplus = overdraft_part - from_overdraft_part
+    if surplus > 0:
+        lot = Lot.objects.create(account=acct, source=LotSource.ADJUSTMENT, amount=surplus,
+                                 remaining=surplus, created_at=moment)
+        LotDraw.objects.create(entry=entry, lot=lot, amount=surplus)
+
+
+def _pending_hold(acct: Account, hold_id: int) -> Hold:
+    hold = Hold.objects.filter(account=acct, pk=hold_id).select_related("job").first()
+    if hold is None:
+        raise InvalidPosting(f"No hold {hold_id} on this account.")
+    if hold.status != HoldStatus.PENDING:
+        raise HoldNotPending(f"Hold {hold_id} is already {hold.status}.")
+    return hold
+
+
+def _resolve(
+    acct: Account,
+    hold: Hold,
+    status: HoldStatus,
+    moment: dt.datetime,
+    settled_amount: int | None = None,
+) -> None:
+    hold.status, hold.resolved_at, hold.settled_amount = status, moment, settled_amount
+    hold.save(update_fields=["status", "resolved_at", "settled_amount"])
+    acct.held -= hold.amount
+    _save_totals(acct)

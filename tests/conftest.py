@@ -58,3 +58,48 @@ def member_client(member) -> Client:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def outsider_client(outsider) -> Client:  # type: ignore[no-untyped-def]
     return _client_for(outsider)
+
+
+# --- Browser tests: Playwright driving Debian's Chromium against the live server -------
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+SCREENSHOTS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "screenshots")
+
+
+@pytest.fixture(scope="session")
+def browser():  # type: ignore[no-untyped-def]
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, live_server):  # type: ignore[no-untyped-def]
+    context = browser.new_context(base_url=live_server.url, accept_downloads=True,
+                                  viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def screenshot_dir() -> str:
+    os.makedirs(SCREENSHOTS, exist_ok=True)
+    return SCREENSHOTS
+
+
+def sign_in(page, username: str, password: str) -> None:  # type: ignore[no-untyped-def]
+    """Sign in through the real form."""
+    page.goto("/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    page.wait_for_load_state()

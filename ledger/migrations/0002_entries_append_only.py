@@ -1,4 +1,6 @@
-"""On PostgreSQL, refuse UPDATE and DELETE on ledger entries at the database itself."""
+"""On PostgreSQL, refuse UPDATE and DELETE on ledger entries at the database itself.
+
+TRUNCATE stays an operator's tool (the test runner empties tables with it)."""
 
 from django.db import migrations
 
@@ -13,14 +15,9 @@ $$ LANGUAGE plpgsql;
 CREATE TRIGGER ledger_entry_append_only
     BEFORE UPDATE OR DELETE ON ledger_entry
     FOR EACH ROW EXECUTE FUNCTION ledger_entry_append_only();
-
-CREATE TRIGGER ledger_entry_no_truncate
-    BEFORE TRUNCATE ON ledger_entry
-    FOR EACH STATEMENT EXECUTE FUNCTION ledger_entry_append_only();
 """
 
 DROP = """
-DROP TRIGGER IF EXISTS ledger_entry_no_truncate ON ledger_entry;
 DROP TRIGGER IF EXISTS ledger_entry_append_only ON ledger_entry;
 DROP FUNCTION IF EXISTS ledger_entry_append_only();
 """

@@ -32,6 +32,7 @@ from ledger.models import (
     LotSource,
     Price,
 )
+from ledger.signals import credits_changed
 
 DEFAULT_HOLD_TTL = dt.timedelta(hours=24)
 
@@ -360,8 +361,11 @@ def expire_lots(account: Account, now: dt.datetime | None = None) -> list[Entry]
     moment = now or timezone.now()
     with transaction.atomic():
         acct = _lock(account)
+        available_before = acct.available
         due = [lot for lot in _lots_in_draw_order(acct) if lot.is_expired_at(moment)]
         entries = _expire(acct, due, moment)
+        if entries:
+            credits_changed.send(Account, account=acct, available_before=available_before)
     _copy_totals(acct, account)
     return entries
 
@@ -376,7 +380,9 @@ def release_expired_holds(now: dt.datetime | None = None) -> int:
             acct = Account.objects.select_for_update().get(pk=account_id)
             hold = Hold.objects.get(pk=hold_id)
             if hold.status == HoldStatus.PENDING:
+                available_before = acct.available
                 _resolve(acct, hold, HoldStatus.EXPIRED, moment)
+                credits_changed.send(Account, account=acct, available_before=available_before)
                 released += 1
     return released
 
@@ -400,10 +406,12 @@ def _posting(
         if first is not None:
             _copy_totals(acct, account)
             return _replay(first, key, action, params)
+        available_before = acct.available
         receipt = apply(acct, now or timezone.now())
         IdempotencyRecord.objects.create(
             account=acct, key=key, action=action, params=params, result=receipt.as_dict()
         )
+        credits_changed.send(Account, account=acct, available_before=available_before)
     _copy_totals(acct, account)
     return receipt
 

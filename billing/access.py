@@ -26,7 +26,13 @@ def get_membership(user: AbstractBaseUser | AnonymousUser, slug: str) -> Members
 
 def get_managed_organization(user: AbstractBaseUser | AnonymousUser, slug: str) -> Organization:
     """Organization ``slug`` if the user manages it; 403 for its members, 404 for others."""
+    return get_manager_membership(user, slug).organization
+
+
+def get_manager_membership(user: AbstractBaseUser | AnonymousUser, slug: str) -> Membership:
+    """As ``get_managed_organization``, returning the membership (pages that show the
+    profile menu need both)."""
     membership = get_membership(user, slug)
     if not membership.is_manager:
         raise PermissionDenied("Only managers can open this page.")
-    return membership.organization
+    return membership

@@ -2,9 +2,12 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from billing.views import home
+from billing.views import home, usage
 
 org_urls = [
+    path("usage/", usage.usage_page, name="usage"),
+    path("usage/export.csv", usage.usage_export, name="usage_export"),
+    path("usage/days/<str:day>/", usage.usage_day, name="usage_day"),
     path("", home.organization, name="organization"),
 ]
 

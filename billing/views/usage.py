@@ -1,0 +1,170 @@
+"""Usage: the plan gauges, a month's day-by-day ledger with expandable jobs, past
+statements, and the ledger CSV. Managers only."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import urlencode
+from django.views.decorators.http import require_GET
+from django_htmx.middleware import HtmxDetails
+
+from billing import charts, gauges
+from billing.access import get_manager_membership
+from billing.models import Organization
+from ledger import usage
+from ledger.periods import parse_period
+
+CSV_HEADER = ["row_type", "date", "top_ups", "credits_used", "balance", "experiment", "project", "user",
+              "resource_class"]
+# OWASP CSV injection: a text cell starting with one of these is read as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+CSV_BATCH = 500
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+class BadPeriod(ValueError):
+    pass
+
+
+@login_required
+@require_GET
+def usage_page(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    membership = get_manager_membership(request.user, slug)
+    org = membership.organization
+    now = timezone.now()
+    try:
+        period, months = _chosen_period(request, org, now)
+        day = _date(request.GET["day"]) if request.GET.get("day") else None
+    except BadPeriod as error:
+        return HttpResponseBadRequest(str(error), content_type="text/plain")
+    month = usage.period_usage(org.account, period, now)
+    if day is not None and not month.first_day <= day <= month.last_day:
+        raise Http404("That day is not in this billing period.")
+    context: dict[str, Any] = {
+        "org": org, "membership": membership, "month": month, "months": months,
+        "gauges": gauges.plan_gauges(org, seats_used=org.memberships.count()),
+        "chart": charts.daily_chart(month.credits_used_by_date()),
+        "open_day": day, "open_day_jobs": usage.day_jobs(org.account, day) if day else [],
+        "export_url": _with_query(reverse("usage_export", args=[org.slug]), period=f"{period:%Y-%m}"),
+    }
+    if request.htmx and not request.htmx.history_restore_request:
+        return render(request, "billing/usage.html#period", context)
+    return render(request, "billing/usage.html", context)
+
+
+@login_required
+@require_GET
+def usage_day(request: HtmxHttpRequest, slug: str, day: str) -> HttpResponse:
+    """One day's jobs, loaded when its row is expanded; without htmx, the page with it open."""
+    org = get_manager_membership(request.user, slug).organization
+    try:
+        date = _date(day)
+    except BadPeriod as error:
+        return HttpResponseBadRequest(str(error), content_type="text/plain")
+    period = date.replace(day=1)
+    if period not in usage.periods(org.account, timezone.now()):
+        raise Http404("That day is not in any billing period.")
+    if not request.htmx:
+        url = _with_query(reverse("usage", args=[org.slug]), period=f"{period:%Y-%m}", day=day)
+        return redirect(f"{url}#day-{day}")
+    context = {"org": org, "date": date, "jobs": usage.day_jobs(org.account, date)}
+    return render(request, "billing/usage.html#day-jobs", context)
+
+
+@login_required
+@require_GET
+def usage_export(request: HttpRequest, slug: str) -> StreamingHttpResponse | HttpResponse:
+    """The month's ledger as CSV, streamed: day rows, each followed by its job rows."""
+    org = get_manager_membership(request.user, slug).organization
+    now = timezone.now()
+    try:
+        period, _ = _chosen_period(request, org, now)
+    except BadPeriod as error:
+        return HttpResponseBadRequest(str(error), content_type="text/plain")
+    month = usage.period_usage(org.account, period, now)
+    response = StreamingHttpResponse(
+        csv_lines(usage.export_rows(org.account, month)), content_type="text/csv; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="tally-{org.slug}-{period:%Y-%m}.csv"'
+    return response
+
+
+def csv_lines(rows: Iterable[usage.Day | usage.JobUsage]) -> Iterator[str]:
+    """The header, then the rows in batches (fewer, larger writes to the client)."""
+    buffer = _LineBuffer()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(CSV_HEADER)
+    for count, row in enumerate(rows, start=1):
+        writer.writerow([neutralize(cell) for cell in csv_row(row)])
+        if count % CSV_BATCH == 0:
+            yield buffer.take()
+    yield buffer.take()
+
+
+def csv_row(row: usage.Day | usage.JobUsage) -> list[str | int]:
+    date = row.date.isoformat()
+    if isinstance(row, usage.Day):
+        return ["day", date, row.top_ups, row.credits_used, row.balance, "", "", "", ""]
+    return ["job", date, "", row.credits_used, "", row.name, row.project, row.user, row.resource_class]
+
+
+def neutralize(cell: str | int) -> str | int:
+    """Text that a spreadsheet would run as a formula gets a leading quote; numbers,
+    negative ones included, stay numbers."""
+    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS):
+        return "'" + cell
+    return cell
+
+
+class _LineBuffer:
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.parts.append(text)
+
+    def take(self) -> str:
+        text, self.parts = "".join(self.parts), []
+        return text
+
+
+def _chosen_period(
+    request: HttpRequest, org: Organization, now: dt.datetime
+) -> tuple[dt.date, list[dt.date]]:
+    """The month asked for (default: the current one) and the months there are; 400 for a
+    malformed month, 404 for one with nothing to show."""
+    months = usage.periods(org.account, now)
+    text = request.GET.get("period", "").strip()
+    if not text:
+        return months[0], months
+    try:
+        period = parse_period(text)
+    except ValueError as error:
+        raise BadPeriod(f"Invalid period {text!r}: use a month in the form YYYY-MM, for example "
+                        f"{months[0]:%Y-%m}.") from error
+    if period not in months:
+        raise Http404("No usage for that period.")
+    return period, months
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as error:
+        raise BadPeriod(f"Invalid day {text!r}: use a date in the form YYYY-MM-DD.") from error
+
+
+def _with_query(url: str, **params: str) -> str:
+    return f"{url}?{urlencode(params)}"

@@ -15,6 +15,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
+from billing.closing import close_organization_month
 from billing.models import GB, CreditPack, Membership, Organization, Plan, Role, Subscription
 from ledger import postings
 from ledger.models import LotSource, Price
@@ -130,7 +131,7 @@ def create_org(demo: DemoOrg) -> Organization:
 
 def post_history(org: Organization, demo: DemoOrg, now: dt.datetime) -> int:
     """Three months up to ``now``: renewals, jobs, refunds, packs, a promotion, an
-    adjustment, and a job still running on a hold."""
+    adjustment, the two past months closed, and a job still running on a hold."""
     rng = random.Random(demo.slug)
     account, tz, sub = org.account, org.tzinfo, org.subscription
     first = add_months(current_period(now, tz), -2)
@@ -139,7 +140,12 @@ def post_history(org: Organization, demo: DemoOrg, now: dt.datetime) -> int:
     day = month_start(first, tz)
     while day < now:
         if day.day == 1:
-            sub.renew(day.date(), now=day)
+            if day.date() > first:
+                # The month close runs at local midnight on the 1st, as the scheduler would:
+                # it expires what is due, freezes the statement, invoices and renews.
+                close_organization_month(org, add_months(day.date(), -1), now=day)
+                account.refresh_from_db()
+            sub.renew(day.date(), now=day)  # the close already renewed: a keyed no-op then
             postings_made += 1
         if day.date() == first + dt.timedelta(days=9):
             postings.post_top_up(

@@ -128,11 +128,14 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 
-MAILERS = {
+MAILERS: dict[str, dict[str, object]] = {
     "default": {
         "BACKEND": os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"),
     }
 }
+if os.environ.get("EMAIL_FILE_PATH"):
+    # With the file-based backend each email is written to a file in this directory.
+    MAILERS["default"]["OPTIONS"] = {"file_path": os.environ["EMAIL_FILE_PATH"]}
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Tally <billing@tally.localhost>")
 
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = envbool("SECURE_COOKIES", False)
@@ -158,6 +161,12 @@ CELERY_TASK_SOFT_TIME_LIMIT = envint("CELERY_TASK_SOFT_TIME_LIMIT", 240)
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# The scheduler: the month close fans out hourly (each organization closes once its own
+# local month has ended); holds past their expiry are released every five minutes.
+CELERY_BEAT_SCHEDULE = {
+    "close-due-months": {"task": "billing.close_due_months", "schedule": 3600.0},
+    "release-stale-holds": {"task": "billing.release_stale_holds", "schedule": 300.0},
+}
 
 # Payments: "local" is the offline test checkout; "stripe" uses Stripe Checkout.
 PAYMENT_PROVIDER = os.environ.get("PAYMENT_PROVIDER", "local")

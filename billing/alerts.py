@@ -1,0 +1,152 @@
+"""Low-credit alerts: thresholds managers set, crossed downward or restored.
+
+Each threshold keeps whether available credits are below it. A posting that may change
+that state enqueues ``billing.tasks.send_credit_alerts`` on commit (a rolled-back debit
+enqueues nothing). The task locks the account, compares the state with the credits
+available *now* and emails the managers once per crossing: "low credits" when they fall
+below (again at most once a period while they stay below), "credits restored" when a
+top-up lifts them back above. Because the task looks at the committed state, a month
+close that expires credits and renews them in one transaction sends nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import functools
+from typing import Any
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives
+from django.db import transaction
+from django.dispatch import receiver
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from billing.models import AlertKind, AlertThreshold, Organization, Role
+from ledger.models import Account
+from ledger.periods import current_period
+from ledger.signals import credits_changed
+
+
+class Notice(enum.StrEnum):
+    LOW = "low_credits"
+    RESTORED = "credits_restored"
+
+
+@dataclasses.dataclass(frozen=True)
+class Alert:
+    notice: Notice
+    threshold: AlertThreshold
+    level: int
+    available: int
+
+
+def threshold_level(threshold: AlertThreshold, monthly_credits: int | None) -> int | None:
+    """The number of credits a threshold stands for; None when it has no meaning (a
+    percentage of an unlimited plan)."""
+    if threshold.kind == AlertKind.ABSOLUTE:
+        return threshold.value
+    if not monthly_credits:
+        return None
+    return monthly_credits * threshold.value // 100
+
+
+def _monthly_credits(org: Organization) -> int | None:
+    subscription = getattr(org, "subscription", None)
+    return subscription.monthly_credits if subscription is not None else None
+
+
+@receiver(credits_changed, dispatch_uid="billing.alerts.credits_changed")
+def _credits_changed(sender: Any, account: Account, available_before: int, **kwargs: Any) -> None:
+    """Inside the posting's transaction: enqueue an evaluation if a threshold's state may
+    have changed. Cheap when the organization has no thresholds (one query)."""
+    if account.unlimited:
+        return
+    thresholds = list(
+        AlertThreshold.objects.filter(organization__account_id=account.pk).select_related(
+            "organization__subscription__plan"
+        )
+    )
+    if not thresholds:
+        return
+    monthly = _monthly_credits(thresholds[0].organization)
+    available, period = account.available, current_period(timezone.now(), account.tzinfo)
+    for threshold in thresholds:
+        level = threshold_level(threshold, monthly)
+        if level is None:
+            continue
+        is_below = available < level
+        if threshold.below != is_below or (is_below and threshold.last_alert_period != period):
+            transaction.on_commit(functools.partial(_enqueue, account.pk))
+            return
+
+
+def _enqueue(account_id: int) -> None:
+    from billing.tasks import send_credit_alerts
+
+    send_credit_alerts.delay(account_id)
+
+
+def evaluate(account_id: int, now: dt.datetime | None = None) -> list[Alert]:
+    """Bring every threshold's state up to date with the credits available now and say
+    which emails that calls for. One transaction, under the account row lock."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        account = Account.objects.select_for_update().get(pk=account_id)
+        org = Organization.objects.select_related("subscription__plan").get(account=account)
+        if account.unlimited:
+            return []
+        period = current_period(now, org.tzinfo)
+        monthly = _monthly_credits(org)
+        alerts: list[Alert] = []
+        for threshold in AlertThreshold.objects.filter(organization=org).order_by("pk"):
+            level = threshold_level(threshold, monthly)
+            if level is None:
+                continue
+            is_below = account.available < level
+            if is_below and (not threshold.below or threshold.last_alert_period != period):
+                threshold.below, threshold.last_alerted_at = True, now
+                threshold.last_alert_period = period
+                alerts.append(Alert(Notice.LOW, threshold, level, account.available))
+            elif not is_below and threshold.below:
+                threshold.below = False
+                alerts.append(Alert(Notice.RESTORED, threshold, level, account.available))
+            else:
+                continue
+            threshold.save(update_fields=["below", "last_alerted_at", "last_alert_period"])
+    return alerts
+
+
+def manager_emails(org: Organization) -> list[str]:
+    return sorted(
+        email
+        for email in org.memberships.filter(role=Role.MANAGER).values_list("user__email", flat=True)
+        if email
+    )
+
+
+def send_alert(alert: Alert) -> bool:
+    """One email to the organization's managers: subject, text and HTML."""
+    org = alert.threshold.organization
+    recipients = manager_emails(org)
+    if not recipients:
+        return False
+    site = settings.SITE_URL.rstrip("/")
+    context = {
+        "org": org, "threshold": alert.threshold, "level": alert.level,
+        "available": alert.available, "billing_url": f"{site}/orgs/{org.slug}/billing/",
+        "alerts_url": f"{site}/orgs/{org.slug}/alerts/",
+    }
+    name = str(alert.notice)
+    subject = render_to_string(f"emails/{name}_subject.txt", context).strip()
+    message = EmailMultiAlternatives(
+        subject=subject,
+        body=render_to_string(f"emails/{name}.txt", context),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=recipients,
+    )
+    message.attach_alternative(render_to_string(f"emails/{name}.html", context), "text/html")
+    message.send()
+    return True

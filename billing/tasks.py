@@ -1,0 +1,55 @@
+"""Celery tasks. Each calls one rule; none re-implements one.
+
+The scheduler fires ``close_due_months`` hourly; it fans out one ``close_organization_months``
+per organization whose local month has ended without a statement. That task is idempotent
+(one transaction per month, one statement per account and month), so it is acknowledged
+late and re-queued if its worker dies: a rerun finishes what a killed run rolled back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from celery import shared_task
+from django.utils import timezone
+
+from billing import alerts, closing
+from billing.models import Organization
+from ledger import postings
+
+
+def _moment(now: str | None) -> dt.datetime:
+    return dt.datetime.fromisoformat(now) if now else timezone.now()
+
+
+@shared_task(name="billing.close_due_months")
+def close_due_months(now: str | None = None) -> int:
+    """Enqueue one close per organization whose local month ended and is not closed."""
+    due = closing.organizations_due(_moment(now))
+    for organization_id in due:
+        close_organization_months.delay(organization_id, now)
+    return len(due)
+
+
+@shared_task(name="billing.close_organization_months", acks_late=True, reject_on_worker_lost=True)
+def close_organization_months(organization_id: int, now: str | None = None) -> list[str]:
+    """Close every ended month the organization has not closed, oldest first."""
+    org = Organization.objects.select_related("account", "subscription__plan").get(pk=organization_id)
+    closed = closing.close_organization(org, _moment(now))
+    return [f"{month.period:%Y-%m}" for month in closed if month.closed_now]
+
+
+@shared_task(name="billing.release_stale_holds", acks_late=True)
+def release_stale_holds() -> int:
+    """Release every pending hold past its expiry; each is released exactly once."""
+    return postings.release_expired_holds()
+
+
+@shared_task(name="billing.send_credit_alerts")
+def send_credit_alerts(account_id: int) -> list[str]:
+    """Update the account's thresholds and email the managers about each crossing."""
+    sent = []
+    for alert in alerts.evaluate(account_id):
+        if alerts.send_alert(alert):
+            sent.append(f"{alert.notice}:{alert.level}")
+    return sent

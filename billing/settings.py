@@ -161,6 +161,24 @@ CELERY_TASK_SOFT_TIME_LIMIT = envint("CELERY_TASK_SOFT_TIME_LIMIT", 240)
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# The cache holds the API's per-key request counts: Redis when REDIS_URL is set, so every
+# web worker shares one count; an in-process cache otherwise.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "tally",
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# JSON API rate limit: requests per key per window (seconds); 0 turns it off.
+API_RATE_LIMIT = envint("API_RATE_LIMIT", 100_000)
+API_RATE_WINDOW = envint("API_RATE_WINDOW", 60)
+
 # The scheduler: the month close fans out hourly (each organization closes once its own
 # local month has ended); holds past their expiry are released every five minutes.
 CELERY_BEAT_SCHEDULE = {

@@ -1,0 +1,171 @@
+"""Reads for the job runner: balance, history, estimates, daily usage and prices."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+from ninja import Query, Router
+
+from billing.api.auth import READ
+from billing.api.schemas import (
+    MAX_BIGINT,
+    MAX_QUANTITY,
+    OPERATION,
+    BalanceOut,
+    EntryOut,
+    Error,
+    EstimateOut,
+    HistoryOut,
+    LotOut,
+    PriceOut,
+    PricingOut,
+    UsageDayOut,
+    UsageOut,
+)
+from billing.models import ApiKey, Organization
+from ledger import postings
+from ledger.models import DailyRollup, Entry, Price
+from ledger.periods import add_months, current_period, month_start
+
+router = Router(tags=["credits"], auth=READ)
+
+FAILURES: dict[int, type[Error]] = {401: Error, 403: Error, 422: Error, 429: Error}
+RECENT_HISTORY = 20
+DEFAULT_AUDIT_WINDOW_DAYS = 30
+
+
+def audit_window_days(org: Organization) -> int:
+    subscription = getattr(org, "subscription", None)
+    return subscription.plan.audit_window_days if subscription else DEFAULT_AUDIT_WINDOW_DAYS
+
+
+def visible_entries(org: Organization, since: dt.datetime) -> QuerySet[Entry]:
+    """The account's entries inside the audit-trail window, newest (highest id) first.
+    Ids grow in posting order under the account lock, so they order the ledger exactly."""
+    return (
+        Entry.objects.filter(account_id=org.account_id, created_at__gte=since)
+        .select_related("job")
+        .order_by("-id")
+    )
+
+
+def entry_out(entry: Entry) -> EntryOut:
+    return EntryOut.model_validate(entry, from_attributes=True)
+
+
+@router.get("credits/balance", response={200: BalanceOut, **FAILURES})
+def balance(request: HttpRequest) -> BalanceOut:
+    """The balance, what is available and held, the allowance and the last 20 entries."""
+    key: ApiKey = request.auth  # type: ignore[attr-defined]
+    org = key.organization
+    account = org.account
+    account.refresh_from_db(fields=["balance", "held", "unlimited"])
+    now = timezone.now()
+    since = now - dt.timedelta(days=audit_window_days(org))
+    subscription = getattr(org, "subscription", None)
+    next_period = add_months(current_period(now, account.tzinfo), 1)
+    return BalanceOut(
+        credits_remaining=account.balance,
+        credits_available=account.available,
+        credits_held=account.held,
+        credits_monthly_allowance=subscription.monthly_credits if subscription else None,
+        credits_reset_at=month_start(next_period, account.tzinfo),
+        unlimited=account.unlimited,
+        recent_history=[entry_out(e) for e in visible_entries(org, since)[:RECENT_HISTORY]],
+    )
+
+
+@router.get("credits/history", response={200: HistoryOut, **FAILURES})
+def history(
+    request: HttpRequest,
+    limit: int = Query(50, ge=1, le=500),  # type: ignore[type-arg]
+    offset: int = Query(0, ge=0, le=1_000_000),  # type: ignore[type-arg]
+    before_id: int | None = Query(None, ge=1, le=MAX_BIGINT),  # type: ignore[type-arg]
+) -> HistoryOut:
+    """Ledger entries newest first, within the plan's audit-trail window. For a stable walk
+    while entries arrive, pass each page's ``next_before_id`` as ``before_id``."""
+    key: ApiKey = request.auth  # type: ignore[attr-defined]
+    org = key.organization
+    days = audit_window_days(org)
+    since = timezone.now() - dt.timedelta(days=days)
+    entries = visible_entries(org, since)
+    if before_id is not None:
+        entries = entries.filter(id__lt=before_id)
+    page = list(entries[offset : offset + limit + 1])
+    has_more = len(page) > limit
+    page = page[:limit]
+    return HistoryOut(
+        entries=[entry_out(e) for e in page],
+        limit=limit,
+        offset=offset,
+        before_id=before_id,
+        next_before_id=page[-1].pk if has_more else None,
+        has_more=has_more,
+        window_days=days,
+        window_start=since,
+    )
+
+
+@router.get("credits/estimate", response={200: EstimateOut, **FAILURES})
+def estimate(
+    request: HttpRequest,
+    operation: str = Query(..., min_length=1, max_length=100, pattern=OPERATION),  # type: ignore[type-arg]
+    quantity: int = Query(..., ge=1, le=MAX_QUANTITY),  # type: ignore[type-arg]
+) -> EstimateOut:
+    """What ``quantity`` of ``operation`` would cost, the lots it would draw on, and whether
+    a hold for it would succeed now. Posts nothing."""
+    key: ApiKey = request.auth  # type: ignore[attr-defined]
+    result = postings.estimate(key.organization.account, operation, quantity)
+    return EstimateOut(
+        operation=result.operation,
+        quantity=result.quantity,
+        total_credits=result.total_credits,
+        credits_available=result.credits_available,
+        sufficient=result.sufficient,
+        lots=[LotOut(lot_id=lot.lot_id, source=lot.source, expires_at=lot.expires_at,
+                     credits=lot.credits) for lot in result.lots],
+    )
+
+
+@router.get("usage", response={200: UsageOut, **FAILURES})
+def usage(
+    request: HttpRequest,
+    days: int = Query(30, ge=1, le=366),  # type: ignore[type-arg]
+) -> UsageOut:
+    """One row per day of the last ``days`` (the organization's days), oldest first;
+    ``balance`` is the end-of-day balance."""
+    key: ApiKey = request.auth  # type: ignore[attr-defined]
+    account = key.organization.account
+    today = account.local_date(timezone.now())
+    start = today - dt.timedelta(days=days - 1)
+    rollups = {r.date: r for r in DailyRollup.objects.filter(account=account, date__gte=start)}
+    before = (
+        DailyRollup.objects.filter(account=account, date__lt=start).order_by("-date").first()
+    )
+    carried = before.balance if before else 0
+    rows = []
+    for offset in range(days):
+        day = start + dt.timedelta(days=offset)
+        rollup = rollups.get(day)
+        if rollup is not None:
+            carried = rollup.balance
+        rows.append(UsageDayOut(
+            date=day,
+            top_ups=rollup.top_ups if rollup else 0,
+            credits_used=rollup.credits_used if rollup else 0,
+            refunds=rollup.refunds if rollup else 0,
+            expired=rollup.expired if rollup else 0,
+            balance=carried,
+        ))
+    return UsageOut(days=rows)
+
+
+@router.get("pricing", response={200: PricingOut, **FAILURES})
+def pricing(request: HttpRequest) -> PricingOut:
+    """The price table: credits per unit of each operation."""
+    return PricingOut(prices=[
+        PriceOut.model_validate(price, from_attributes=True) for price in Price.objects.all()
+    ])

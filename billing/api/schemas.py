@@ -1,0 +1,222 @@
+"""Request and response bodies of the JSON API, as DESIGN.md names their fields."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from ninja import Schema
+from pydantic import Field, model_validator
+
+from ledger.postings import JobInfo
+
+# PostgreSQL text cannot hold NUL; refusing it here keeps such input a 422, not a 500.
+NO_NUL = r"^[^\x00]*$"
+OPERATION = r"^[a-z0-9][a-z0-9_\-]*$"
+MAX_BIGINT = 2**63 - 1
+# Bounds that keep every product of price and quantity inside a PostgreSQL bigint.
+MAX_QUANTITY = 1_000_000_000
+MAX_CREDITS = 1_000_000_000_000
+
+Operation = Annotated[str, Field(min_length=1, max_length=100, pattern=OPERATION)]
+Quantity = Annotated[int, Field(ge=1, le=MAX_QUANTITY)]
+Credits = Annotated[int, Field(ge=1, le=MAX_CREDITS)]
+
+
+def text(max_length: int, min_length: int = 0) -> Any:
+    return Field("", min_length=min_length, max_length=max_length, pattern=NO_NUL)
+
+
+# --- Errors -----------------------------------------------------------------------------
+
+
+class ErrorDetail(Schema):
+    code: str
+    message: str
+    required: int | None = None
+    remaining: int | None = None
+    upgrade_url: str | None = None
+    fields: list[str] | None = None
+    operation: str | None = None
+    required_scope: str | None = None
+    retry_after: int | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class Error(Schema):
+    error: ErrorDetail
+
+
+# --- Reads ------------------------------------------------------------------------------
+
+
+class JobOut(Schema):
+    external_id: str
+    name: str
+    project: str
+    user: str
+    resource_class: str
+
+
+class EntryOut(Schema):
+    id: int
+    created_at: dt.datetime
+    operation: str
+    amount: int
+    balance_after: int
+    job: JobOut | None
+
+
+class BalanceOut(Schema):
+    credits_remaining: int
+    credits_available: int
+    credits_held: int
+    credits_monthly_allowance: int | None
+    credits_reset_at: dt.datetime
+    unlimited: bool
+    recent_history: list[EntryOut]
+
+
+class HistoryOut(Schema):
+    entries: list[EntryOut]
+    limit: int
+    offset: int
+    before_id: int | None = Field(description="The cursor this page was read before, if any.")
+    next_before_id: int | None = Field(
+        description="Pass as before_id (with offset=0) for the next page; null on the last."
+    )
+    has_more: bool
+    window_days: int = Field(description="Days of history the plan's audit trail serves.")
+    window_start: dt.datetime
+
+
+class LotOut(Schema):
+    lot_id: int
+    source: str
+    expires_at: dt.datetime | None
+    credits: int
+
+
+class EstimateOut(Schema):
+    operation: str
+    quantity: int
+    total_credits: int
+    credits_available: int
+    sufficient: bool = Field(description="Whether a hold for the total would succeed now.")
+    lots: list[LotOut]
+
+
+class UsageDayOut(Schema):
+    date: dt.date
+    top_ups: int
+    credits_used: int
+    refunds: int
+    expired: int
+    balance: int
+
+
+class UsageOut(Schema):
+    days: list[UsageDayOut]
+
+
+class PriceOut(Schema):
+    operation: str
+    description: str
+    unit: str
+    credits_per_unit: int
+    minimum_credits: int
+    resource_class: str
+
+
+class PricingOut(Schema):
+    prices: list[PriceOut]
+
+
+# --- Postings ---------------------------------------------------------------------------
+
+
+class JobIn(Schema):
+    external_id: str = text(128, min_length=1)
+    name: str = text(200)
+    project: str = text(200)
+    user: str = text(200)
+    resource_class: str = text(64)
+
+    def info(self) -> JobInfo:
+        return JobInfo(self.external_id, self.name, self.project, self.user, self.resource_class)
+
+
+class DebitIn(Schema):
+    operation: Operation
+    quantity: Quantity
+    job: JobIn | None = None
+
+
+class HoldIn(Schema):
+    operation: Operation
+    quantity: Quantity | None = None
+    amount: Credits | None = Field(None, description="Credits to hold; instead of quantity.")
+    job: JobIn | None = None
+    ttl_seconds: int | None = Field(
+        None, ge=60, le=7 * 24 * 3600, description="Release the hold if unresolved by then."
+    )
+
+    @model_validator(mode="after")
+    def quantity_or_amount(self) -> HoldIn:
+        if (self.quantity is None) == (self.amount is None):
+            raise ValueError("Give either quantity or amount, not both.")
+        return self
+
+
+class SettleIn(Schema):
+    amount: Annotated[int, Field(ge=0, le=MAX_CREDITS)] | None = Field(
+        None, description="Credits to charge; the rest of the hold is released."
+    )
+    quantity: Annotated[int, Field(ge=0, le=MAX_QUANTITY)] | None = Field(
+        None, description="Units of the hold's operation to charge, priced now."
+    )
+
+    @model_validator(mode="after")
+    def quantity_or_amount(self) -> SettleIn:
+        if (self.quantity is None) == (self.amount is None):
+            raise ValueError("Give either quantity or amount, not both.")
+        return self
+
+
+class RefundIn(Schema):
+    job: JobIn | Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL)] = Field(
+        description="The job to refund: its external_id, or the job object."
+    )
+    amount: Credits
+    operation: Operation
+
+    @property
+    def job_external_id(self) -> str:
+        return self.job if isinstance(self.job, str) else self.job.external_id
+
+
+class GaugesIn(Schema):
+    storage_bytes: Annotated[int, Field(ge=0, le=MAX_BIGINT)] | None = None
+    deployments: Annotated[int, Field(ge=0, le=2_147_483_647)] | None = None
+
+
+class GaugesOut(Schema):
+    storage_bytes: int
+    deployments: int
+    storage_limit_gb: int | None
+    deployments_limit: int | None
+
+
+class PostingOut(Schema):
+    """A posting's receipt. A retry with the same Idempotency-Key returns it unchanged."""
+
+    action: str
+    amount: int = Field(description="The entry's signed amount; 0 when no entry was posted.")
+    entry_id: int | None
+    hold_id: int | None
+    forfeited: int = Field(description="Refund credits not returned because their lot expired.")
+    credits_remaining: int
+    credits_held: int
+    credits_available: int
+    created_at: dt.datetime
+    idempotency_key: str

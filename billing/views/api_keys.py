@@ -1,0 +1,58 @@
+"""The API keys page: managers create keys (shown once), see when each was last used, and
+revoke them."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_http_methods, require_POST
+
+from billing.access import get_managed_organization
+from billing.models import ApiKey, Membership, Organization, Scope
+
+
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="Where the key is used, e.g. job-runner.")
+    scopes = forms.MultipleChoiceField(
+        choices=Scope.choices, widget=forms.CheckboxSelectMultiple, initial=[Scope.ACCOUNT_READ]
+    )
+
+
+def _page(request: HttpRequest, org: Organization, form: ApiKeyForm, raw_key: str = "",
+          status: int = 200) -> HttpResponse:
+    membership = Membership.objects.get(organization=org, user_id=request.user.pk or 0)
+    return render(request, "billing/api_keys.html", {
+        "org": org, "membership": membership, "form": form, "raw_key": raw_key,
+        "keys": org.api_keys.select_related("created_by"),
+    }, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def api_keys(request: HttpRequest, slug: str) -> HttpResponse:
+    """List the organization's keys; a POST creates one and shows it this once."""
+    org = get_managed_organization(request.user, slug)
+    if request.method != "POST":
+        return _page(request, org, ApiKeyForm())
+    form = ApiKeyForm(request.POST)
+    if not form.is_valid():
+        return _page(request, org, form, status=422)
+    _, raw = ApiKey.issue(org, name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"],
+                          created_by=request.user)
+    return _page(request, org, ApiKeyForm(), raw_key=raw)
+
+
+@login_required
+@require_POST
+def revoke_api_key(request: HttpRequest, slug: str, key_id: int) -> HttpResponse:
+    org = get_managed_organization(request.user, slug)
+    key = get_object_or_404(ApiKey, organization=org, pk=key_id)
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+        messages.success(request, f"Revoked {key.name}; requests with it now get 401.")
+    return redirect("api_keys", slug=org.slug)

@@ -161,6 +161,12 @@ CELERY_TASK_SOFT_TIME_LIMIT = envint("CELERY_TASK_SOFT_TIME_LIMIT", 240)
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# The scheduler: the month close fans out hourly (each organization closes once its own
+# local month has ended); holds past their expiry are released every five minutes.
+CELERY_BEAT_SCHEDULE = {
+    "close-due-months": {"task": "billing.close_due_months", "schedule": 3600.0},
+    "release-stale-holds": {"task": "billing.release_stale_holds", "schedule": 300.0},
+}
 
 # The cache holds the API's per-key request counts: Redis when REDIS_URL is set, so every
 # web worker shares one count; an in-process cache otherwise.
@@ -179,18 +185,12 @@ else:
 API_RATE_LIMIT = envint("API_RATE_LIMIT", 100_000)
 API_RATE_WINDOW = envint("API_RATE_WINDOW", 60)
 
-# The scheduler: the month close fans out hourly (each organization closes once its own
-# local month has ended); holds past their expiry are released every five minutes.
-CELERY_BEAT_SCHEDULE = {
-    "close-due-months": {"task": "billing.close_due_months", "schedule": 3600.0},
-    "release-stale-holds": {"task": "billing.release_stale_holds", "schedule": 300.0},
-}
-
 # Payments: "local" is the offline test checkout; "stripe" uses Stripe Checkout.
 PAYMENT_PROVIDER = os.environ.get("PAYMENT_PROVIDER", "local")
 STRIPE_API_KEY = os.environ.get("STRIPE_API_KEY", "")
 STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
 STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "")
+SALES_EMAIL = os.environ.get("SALES_EMAIL", "sales@tally.localhost")  # Enterprise "contact us"
 
 LOGGING = {
     "version": 1,

@@ -3,17 +3,27 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from billing.api import api
-from billing.views import alerts, api_keys, health, home, usage
+from billing.views import alerts, api_keys, billing, health, home, usage, webhooks
 
 org_urls = [
+    path("", home.organization, name="organization"),
+    path("billing/", billing.billing, name="billing"),
+    path("billing/packs/<slug:pack>/buy/", billing.buy_pack, name="buy_pack"),
+    path("billing/purchases/<int:purchase_id>/complete/", billing.purchase_complete,
+         name="purchase_complete"),
+    path("billing/purchases/<int:purchase_id>/cancelled/", billing.purchase_cancelled,
+         name="purchase_cancelled"),
+    path("billing/checkout/<str:session_id>/", billing.checkout, name="checkout"),
+    path("billing/checkout/<str:session_id>/pay/", billing.checkout_pay, name="checkout_pay"),
+    path("billing/checkout/<str:session_id>/cancel/", billing.checkout_cancel, name="checkout_cancel"),
+    path("billing/invoices/<str:number>/", billing.invoice, name="invoice"),
     path("usage/", usage.usage_page, name="usage"),
     path("usage/export.csv", usage.usage_export, name="usage_export"),
     path("usage/days/<str:day>/", usage.usage_day, name="usage_day"),
-    path("alerts/", alerts.alerts, name="alerts"),
-    path("alerts/<int:alert_id>/delete/", alerts.delete_alert, name="delete_alert"),
-    path("", home.organization, name="organization"),
     path("api-keys/", api_keys.api_keys, name="api_keys"),
     path("api-keys/<int:key_id>/revoke/", api_keys.revoke_api_key, name="revoke_api_key"),
+    path("alerts/", alerts.alerts, name="alerts"),
+    path("alerts/<int:alert_id>/delete/", alerts.delete_alert, name="delete_alert"),
 ]
 
 urlpatterns = [
@@ -21,6 +31,7 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("orgs/<slug:slug>/", include(org_urls)),
+    path("webhooks/stripe/", webhooks.stripe_webhook, name="stripe_webhook"),
     path("api/v1/", api.urls),
     path("healthz", health.healthz, name="healthz"),
     path("admin/", admin.site.urls),

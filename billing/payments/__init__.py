@@ -1,0 +1,56 @@
+"""Payment providers: where a manager pays for a credit pack.
+
+A provider opens a checkout for a pending ``Purchase`` and later reports its outcome;
+crediting the account is ``billing.purchases``' job, whichever provider reported it.
+``settings.PAYMENT_PROVIDER`` picks the provider new purchases use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Protocol
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import models
+
+if TYPE_CHECKING:
+    from billing.models import Purchase
+
+
+class ProviderName(models.TextChoices):
+    LOCAL = "local", "Test checkout"
+    STRIPE = "stripe", "Stripe"
+
+
+class PaymentError(Exception):
+    """The provider refused or could not be reached. Nothing was charged."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkout:
+    """A hosted checkout the buyer is sent to."""
+
+    session_id: str
+    url: str
+
+
+class PaymentProvider(Protocol):
+    name: ProviderName
+
+    def start_checkout(self, purchase: Purchase, *, success_url: str, cancel_url: str) -> Checkout:
+        """Open a checkout for ``purchase``; raise ``PaymentError`` if that fails."""
+        ...
+
+
+def get_provider(name: str | None = None) -> PaymentProvider:
+    name = name or settings.PAYMENT_PROVIDER
+    if name == ProviderName.LOCAL:
+        from billing.payments.local import LocalProvider
+
+        return LocalProvider()
+    if name == ProviderName.STRIPE:
+        from billing.payments.stripe import StripeProvider
+
+        return StripeProvider()
+    raise ImproperlyConfigured(f"PAYMENT_PROVIDER must be one of {', '.join(ProviderName.values)}.")

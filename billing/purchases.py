@@ -1,0 +1,107 @@
+"""Buying credit packs: open a purchase, fulfil it once when the provider says it is paid,
+close it when the payment failed or was abandoned.
+
+Fulfilment is idempotent on the provider's payment id: the purchase row is locked, and the
+top-up's idempotency key is that id, so however often a provider reports one payment, the
+account is credited once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from billing.models import CreditPack, Organization, Purchase, PurchaseStatus
+from billing.payments import PaymentError, PaymentProvider, get_provider
+from ledger import postings
+from ledger.models import LotSource
+
+__all__ = ["PurchaseStatus", "PackNotForSale", "PurchaseClosed", "start", "fulfil", "close_unpaid"]
+
+log = logging.getLogger(__name__)
+
+
+class PackNotForSale(Exception):
+    """A custom or withdrawn pack: it is arranged with sales, not bought online."""
+
+
+class PurchaseClosed(Exception):
+    """The purchase failed or was cancelled; a payment for it credits nothing."""
+
+
+def start(
+    org: Organization,
+    pack: CreditPack,
+    *,
+    buyer: Any,
+    site_url: str,
+    provider: PaymentProvider | None = None,
+) -> tuple[Purchase, str]:
+    """Open a pending purchase of ``pack`` at today's price and a checkout for it. Returns
+    the purchase and the address to send the buyer to. A provider error marks the purchase
+    failed and is raised again."""
+    if pack.is_custom or not pack.active or pack.credits is None or pack.price_cents is None:
+        raise PackNotForSale(f"{pack.name} is arranged with our sales team.")
+    provider = provider or get_provider()
+    purchase = Purchase.objects.create(
+        organization=org, pack=pack, buyer=buyer, credits=pack.credits,
+        price_cents=pack.price_cents, currency=pack.currency, provider=provider.name,
+    )
+    base = site_url.rstrip("/")
+    try:
+        checkout = provider.start_checkout(
+            purchase,
+            success_url=base + reverse("purchase_complete", args=[org.slug, purchase.pk]),
+            cancel_url=base + reverse("purchase_cancelled", args=[org.slug, purchase.pk]),
+        )
+    except PaymentError:
+        purchase.status = PurchaseStatus.FAILED
+        purchase.save(update_fields=["status"])
+        raise
+    purchase.provider_session_id = checkout.session_id
+    purchase.save(update_fields=["provider_session_id"])
+    return purchase, checkout.url
+
+
+def fulfil(purchase: Purchase, *, payment_id: str, now: dt.datetime | None = None) -> Purchase:
+    """The provider reports ``payment_id`` paid this purchase: credit its pack as a
+    never-expiring purchase lot and mark it paid, once. A replay returns the paid purchase;
+    a failed or cancelled purchase raises ``PurchaseClosed`` and credits nothing."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        locked = Purchase.objects.select_for_update().get(pk=purchase.pk)
+        if locked.status == PurchaseStatus.PAID:
+            return locked
+        if locked.status != PurchaseStatus.PENDING:
+            raise PurchaseClosed(f"Purchase {locked.pk} is {locked.status}; payment {payment_id} ignored.")
+        pack = CreditPack.objects.get(pk=locked.pack_id)
+        account = Organization.objects.select_related("account").get(pk=locked.organization_id).account
+        postings.post_top_up(
+            account, locked.credits, key=f"purchase:{locked.provider}:{payment_id}",
+            source=LotSource.PURCHASE, operation=pack.operation,
+            memo=f"{pack.name}, payment {payment_id}", now=now,
+        )
+        locked.status = PurchaseStatus.PAID
+        locked.provider_payment_id = payment_id
+        locked.paid_at = now
+        locked.save(update_fields=["status", "provider_payment_id", "paid_at"])
+    log.info("purchase %s paid by %s: %s credits", locked.pk, payment_id, locked.credits)
+    return locked
+
+
+def close_unpaid(purchase: Purchase, *, status: PurchaseStatus) -> Purchase:
+    """The payment failed or the checkout was cancelled or expired. Only a pending purchase
+    changes; a paid one stays paid."""
+    if status not in (PurchaseStatus.FAILED, PurchaseStatus.CANCELLED):
+        raise ValueError(f"{status} does not close a purchase unpaid.")
+    with transaction.atomic():
+        locked = Purchase.objects.select_for_update().get(pk=purchase.pk)
+        if locked.status == PurchaseStatus.PENDING:
+            locked.status = status
+            locked.save(update_fields=["status"])
+    return locked

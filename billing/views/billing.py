@@ -1,0 +1,149 @@
+"""The billing page, buying a credit pack, the test checkout and the printable invoice.
+
+Managers only: members get 403 and outsiders 404, for every page and action here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db.models import F
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from billing import purchases
+from billing.access import get_managed_organization
+from billing.models import CreditPack, Invoice, Organization, Purchase, PurchaseStatus, Subscription
+from billing.payments import PaymentError, ProviderName
+from billing.payments import local as local_provider
+from ledger.models import Lot
+from ledger.periods import add_months, current_period, month_start
+
+HISTORY_ROWS = 50
+
+
+def _context(request: HttpRequest, slug: str) -> dict[str, Any]:
+    """The managed organization and what the page frame (the profile menu) needs."""
+    org = get_managed_organization(request.user, slug)
+    membership = org.memberships.get(user_id=request.user.pk or 0)
+    return {"org": org, "membership": membership, "account": org.account,
+            "sales_email": settings.SALES_EMAIL}
+
+
+def next_reset(org: Organization, now: dt.datetime | None = None) -> dt.datetime:
+    """Subscription credits are granted at local midnight on the 1st of each month."""
+    tz = org.tzinfo
+    return month_start(add_months(current_period(now or timezone.now(), tz), 1), tz)
+
+
+@login_required
+def billing(request: HttpRequest, slug: str) -> HttpResponse:
+    context = _context(request, slug)
+    org: Organization = context["org"]
+    now = timezone.now()
+    lots = Lot.objects.filter(account=org.account, remaining__gt=0, expired=False).exclude(
+        expires_at__lte=now
+    ).order_by(F("expires_at").asc(nulls_last=True), "created_at", "id")
+    context.update(
+        subscription=Subscription.objects.select_related("plan").filter(organization=org).first(),
+        next_reset=next_reset(org, now),
+        lots=lots,
+        packs=CreditPack.objects.filter(active=True),
+        invoices=org.invoices.all()[:HISTORY_ROWS],
+        payments=org.purchases.select_related("pack", "buyer").exclude(
+            status=PurchaseStatus.PENDING, provider_session_id=""
+        )[:HISTORY_ROWS],
+    )
+    return render(request, "billing/billing.html", context)
+
+
+@login_required
+@require_POST
+def buy_pack(request: HttpRequest, slug: str, pack: str) -> HttpResponse:
+    org = get_managed_organization(request.user, slug)
+    credit_pack = get_object_or_404(CreditPack, slug=pack)
+    try:
+        _, checkout_url = purchases.start(
+            org, credit_pack, buyer=request.user, site_url=request.build_absolute_uri("/")
+        )
+    except (purchases.PackNotForSale, PaymentError) as exc:
+        messages.error(request, str(exc))
+        return redirect("billing", slug=org.slug)
+    return redirect(checkout_url)
+
+
+@login_required
+def purchase_complete(request: HttpRequest, slug: str, purchase_id: int) -> HttpResponse:
+    """Where a checkout returns after payment. The provider's own report (the webhook)
+    credits the account; this page only says where things stand."""
+    org = get_managed_organization(request.user, slug)
+    purchase = get_object_or_404(Purchase, organization=org, pk=purchase_id)
+    if purchase.status == PurchaseStatus.PAID:
+        messages.success(request, f"Payment received: {purchase.credits:,} credits were added.")
+    elif purchase.status == PurchaseStatus.PENDING:
+        messages.info(request, "Your payment is being confirmed; the credits appear as soon as it is.")
+    else:
+        messages.error(request, f"This payment {purchase.get_status_display().lower()}; nothing was charged.")
+    return redirect("billing", slug=org.slug)
+
+
+@login_required
+def purchase_cancelled(request: HttpRequest, slug: str, purchase_id: int) -> HttpResponse:
+    org = get_managed_organization(request.user, slug)
+    get_object_or_404(Purchase, organization=org, pk=purchase_id)
+    messages.info(request, "Checkout cancelled. Nothing was charged.")
+    return redirect("billing", slug=org.slug)
+
+
+def _local_purchase(org: Organization, session_id: str) -> Purchase:
+    purchase = Purchase.objects.select_related("pack").filter(
+        organization=org, provider=ProviderName.LOCAL, provider_session_id=session_id
+    ).first()
+    if purchase is None:
+        raise Http404("No such checkout.")
+    return purchase
+
+
+@login_required
+def checkout(request: HttpRequest, slug: str, session_id: str) -> HttpResponse:
+    """The local test provider's hosted-checkout page."""
+    context = _context(request, slug)
+    context["purchase"] = _local_purchase(context["org"], session_id)
+    return render(request, "billing/checkout.html", context)
+
+
+@login_required
+@require_POST
+def checkout_pay(request: HttpRequest, slug: str, session_id: str) -> HttpResponse:
+    org = get_managed_organization(request.user, slug)
+    purchase = _local_purchase(org, session_id)
+    try:
+        local_provider.pay(purchase)
+    except purchases.PurchaseClosed:
+        messages.error(request, "This checkout was closed; nothing was charged.")
+        return redirect("billing", slug=org.slug)
+    return redirect("purchase_complete", slug=org.slug, purchase_id=purchase.pk)
+
+
+@login_required
+@require_POST
+def checkout_cancel(request: HttpRequest, slug: str, session_id: str) -> HttpResponse:
+    org = get_managed_organization(request.user, slug)
+    purchase = _local_purchase(org, session_id)
+    local_provider.cancel(purchase)
+    return redirect("purchase_cancelled", slug=org.slug, purchase_id=purchase.pk)
+
+
+@login_required
+def invoice(request: HttpRequest, slug: str, number: str) -> HttpResponse:
+    context = _context(request, slug)
+    context["invoice"] = get_object_or_404(
+        Invoice.objects.prefetch_related("lines"), organization=context["org"], number=number
+    )
+    return render(request, "billing/invoice.html", context)

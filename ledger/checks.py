@@ -17,7 +17,7 @@ def account_breaks(account: Account) -> list[str]:
     entries = account.entries.order_by("id").values_list(
         "id", "amount", "balance_after", "local_date", "kind"
     )
-    running, last_after = 0, 0
+    total, running, last_after = 0, 0, 0
     days: dict[dt.date, dict[str, int]] = defaultdict(
         lambda: {"top_ups": 0, "credits_used": 0, "refunds": 0, "expired": 0, "balance": 0}
     )
@@ -25,20 +25,21 @@ def account_breaks(account: Account) -> list[str]:
               EntryKind.DEBIT: "credits_used", EntryKind.REFUND: "refunds",
               EntryKind.EXPIRY: "expired"}
     for entry_id, amount, balance_after, local_date, kind in entries.iterator(chunk_size=5000):
+        total += amount
         running += amount
         if balance_after != running:
             breaks.append(
                 f"{name}: entry {entry_id} balance_after {balance_after} != previous "
                 f"{running - amount} + amount {amount}"
             )
-            running = balance_after
+            running = balance_after  # report each break once, not every entry after it
         last_after = balance_after
         totals = days[local_date]
         col = column[EntryKind(kind)]
         totals[col] += amount if col in {"top_ups", "refunds"} else -amount
         totals["balance"] = balance_after
-    if account.balance != running:
-        breaks.append(f"{name}: balance {account.balance} != sum of entries {running}")
+    if account.balance != total:
+        breaks.append(f"{name}: balance {account.balance} != sum of entries {total}")
     if account.balance != last_after:
         breaks.append(f"{name}: balance {account.balance} != last balance_after {last_after}")
     lots = Lot.objects.filter(account=account).aggregate(r=Sum("remaining"))["r"] or 0

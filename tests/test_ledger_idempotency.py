@@ -1,0 +1,84 @@
+"""One idempotency key, one posting: retries replay, changed parameters conflict."""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger import postings
+from ledger.models import Entry, EntryKind, IdempotencyRecord
+from tests.ledger_helpers import assert_clean, in_threads, new_account, top_up
+
+pytestmark = pytest.mark.ledger
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_key_sent_ten_times_at_once_posts_once_with_ten_identical_results() -> None:
+    account = new_account(1_000)
+    job = postings.JobInfo("job-1", "train", "proj", "ada", "a100")
+    results = in_threads(
+        [lambda: postings.debit(account, 120, key="same-key", operation="training_a100_per_minute",
+                                job=job, quantity=2)] * 10,
+        workers=10,
+    )
+    assert all(isinstance(r, postings.Receipt) for r in results), results
+    assert len(set(results)) == 1  # type: ignore[arg-type]
+    assert Entry.objects.filter(account=account, kind=EntryKind.DEBIT).count() == 1
+    account.refresh_from_db()
+    assert account.balance == 880
+    assert_clean(account)
+
+
+@pytest.mark.django_db
+def test_same_key_with_another_amount_is_a_conflict_naming_the_field() -> None:
+    account = new_account(1_000)
+    postings.debit(account, 100, key="k", operation="image_inference")
+    with pytest.raises(postings.IdempotencyConflict) as conflict:
+        postings.debit(account, 150, key="k", operation="image_inference")
+    assert conflict.value.fields == ["amount"]
+    account.refresh_from_db()
+    assert account.balance == 900
+
+
+@pytest.mark.django_db
+def test_same_key_for_another_action_is_a_conflict() -> None:
+    account = new_account(1_000)
+    postings.debit(account, 100, key="k", operation="image_inference")
+    with pytest.raises(postings.IdempotencyConflict) as conflict:
+        postings.reserve(account, 100, key="k", operation="image_inference")
+    assert conflict.value.fields[0] == "action"
+
+
+@pytest.mark.django_db
+def test_refused_then_top_up_then_same_key_succeeds() -> None:
+    account = new_account(50)
+    with pytest.raises(postings.InsufficientCredits) as refused:
+        postings.debit(account, 80, key="retry-me", operation="image_inference")
+    assert (refused.value.required, refused.value.remaining) == (80, 50)
+    assert refused.value.upgrade_url.endswith(f"/orgs/{account.slug}/billing/")
+    assert not IdempotencyRecord.objects.filter(account=account, key="retry-me").exists()
+    top_up(account, 100)
+    receipt = postings.debit(account, 80, key="retry-me", operation="image_inference")
+    assert receipt.balance == 70
+    assert_clean(account)
+
+
+@pytest.mark.django_db
+def test_refused_posting_changes_nothing() -> None:
+    account = new_account(10)
+    before = list(Entry.objects.filter(account=account).values_list("id", flat=True))
+    with pytest.raises(postings.InsufficientCredits):
+        postings.reserve(account, 11, key="r", operation="op")
+    account.refresh_from_db()
+    assert (account.balance, account.held) == (10, 0)
+    assert list(Entry.objects.filter(account=account).values_list("id", flat=True)) == before
+
+
+@pytest.mark.django_db
+def test_bad_amounts_are_refused_before_anything_is_stored() -> None:
+    account = new_account(10)
+    for amount in (0, -5):
+        with pytest.raises(postings.InvalidPosting):
+            postings.debit(account, amount, key=f"bad-{amount}", operation="op")
+    with pytest.raises(postings.InvalidPosting):
+        postings.debit(account, 1, key="", operation="op")
+    assert not IdempotencyRecord.objects.filter(account=account).exclude(key__startswith="top-up").exists()

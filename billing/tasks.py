@@ -34,7 +34,11 @@ def close_due_months(now: str | None = None) -> int:
 @shared_task(name="billing.close_organization_months", acks_late=True, reject_on_worker_lost=True)
 def close_organization_months(organization_id: int, now: str | None = None) -> list[str]:
     """Close every ended month the organization has not closed, oldest first."""
-    org = Organization.objects.select_related("account", "subscription__plan").get(pk=organization_id)
+    org = Organization.objects.select_related("account", "subscription__plan").filter(
+        pk=organization_id
+    ).first()
+    if org is None:  # deleted since the fan-out
+        return []
     closed = closing.close_organization(org, _moment(now))
     return [f"{month.period:%Y-%m}" for month in closed if month.closed_now]
 

@@ -115,7 +115,7 @@ class Worker:
     def __init__(self, concurrency: int, email_dir: str) -> None:
         self.name = f"close-test-{uuid.uuid4().hex[:8]}@localhost"
         self.email_dir = email_dir
-        self.log = tempfile.NamedTemporaryFile(prefix="celery-worker-", suffix=".log", delete=False)
+        self.log = tempfile.NamedTemporaryFile(prefix="celery-worker-", suffix=".log", delete=False)  # noqa: SIM115
         env = {**os.environ, "DATABASE_URL": database_url(), "REDIS_URL": settings.REDIS_URL,
                "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
                "EMAIL_FILE_PATH": email_dir, "DB_CONN_MAX_AGE": "60"}

@@ -15,8 +15,10 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
+from billing import purchases
 from billing.closing import close_organization_month
-from billing.models import GB, CreditPack, Membership, Organization, Plan, Role, Subscription
+from billing.models import GB, CreditPack, Membership, Organization, Plan, Purchase, Role, Subscription
+from billing.payments import ProviderName
 from ledger import postings
 from ledger.models import LotSource, Price
 from ledger.periods import add_months, current_period, month_start
@@ -205,9 +207,7 @@ def post_job(org: Organization, rng: random.Random, demo: DemoOrg, number: int,
         # Out of credits: the demo manager buys a pack, as the product intends.
         pack = CreditPack.objects.get(slug="professional" if demo.plan == "professional" else "standard")
         packs = -(-(amount - account.available) // (pack.credits or 1))
-        postings.post_top_up(account, packs * (pack.credits or 0), key=f"demo:pack:{number}",
-                             source=LotSource.PURCHASE, operation=pack.operation,
-                             memo=f"{packs} x {pack.name}", now=moment - dt.timedelta(minutes=5))
+        buy_packs(org, pack, packs, number, moment - dt.timedelta(minutes=5))
         postings.debit(account, amount, key=key, operation=operation, job=job,
                        quantity=quantity, now=moment)
         made += 1
@@ -221,6 +221,19 @@ def post_job(org: Organization, rng: random.Random, demo: DemoOrg, number: int,
                             operation=f"training_refund_{gpu}", now=refund_at)
             made += 1
     return made
+
+
+def buy_packs(org: Organization, pack: CreditPack, packs: int, number: int, moment: dt.datetime) -> None:
+    """A paid purchase through the test checkout, fulfilled as the provider reports it, so
+    the billing history and the month's invoice show it."""
+    purchase = Purchase.objects.create(
+        organization=org, pack=pack, buyer=get_user_model().objects.filter(
+            username=f"{org.slug}-{Role.MANAGER}").first(),
+        credits=packs * (pack.credits or 0), price_cents=packs * (pack.price_cents or 0),
+        currency=pack.currency, provider=ProviderName.LOCAL,
+        provider_session_id=f"local_cs_demo_{number:05d}", created_at=moment,
+    )
+    purchases.fulfil(purchase, payment_id=f"local_pi_demo_{org.slug}_{number:05d}", now=moment)
 
 
 def ensure_staff() -> None:

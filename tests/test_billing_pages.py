@@ -9,30 +9,13 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from billing.models import CreditPack, Invoice, InvoiceLine, Purchase, PurchaseStatus
+from billing.models import CreditPack, Purchase, PurchaseStatus
 from ledger import postings
 from ledger.models import LotSource
+from tests.billing_helpers import make_invoice, make_purchase
 from tests.factories import make_org
 
 pytestmark = pytest.mark.django_db
-
-
-def make_invoice(org, number: str = "INV-2025-10-0001", total: int = 7_900) -> Invoice:  # type: ignore[no-untyped-def]
-    invoice = Invoice.objects.create(organization=org, period=dt.date(2025, 10, 1), number=number,
-                                     total_cents=total, currency="USD")
-    InvoiceLine.objects.create(invoice=invoice, description="Standard plan, October 2025",
-                               amount_cents=4_900)
-    InvoiceLine.objects.create(invoice=invoice, description="Professional pack (5,000 credits)",
-                               amount_cents=3_000)
-    return invoice
-
-
-def make_purchase(org, *, status: PurchaseStatus = PurchaseStatus.PENDING,  # type: ignore[no-untyped-def]
-                  session_id: str = "local_cs_0123456789abcdef01234567") -> Purchase:
-    pack = CreditPack.objects.get(slug="standard")
-    return Purchase.objects.create(organization=org, pack=pack, credits=pack.credits or 0,
-                                   price_cents=pack.price_cents or 0, currency=pack.currency,
-                                   provider="local", provider_session_id=session_id, status=status)
 
 
 def test_billing_page_shows_credits_plan_and_next_reset(manager_client, org) -> None:

@@ -1,0 +1,355 @@
+"""Stripe: the signed webhook credits a purchase exactly once, and nothing unsigned gets in;
+the Checkout Session is created against a local stand-in for Stripe's API."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+from django.db import connections
+from django.test import Client
+from django.urls import reverse
+
+from billing.models import CreditPack, Organization, Purchase, PurchaseStatus
+from ledger.models import Entry, Lot, LotSource
+
+SECRET = "whsec_test_4eC39HqLyjWDarjtT1zdp7dc"
+SESSION_ID = "cs_test_a1B2c3D4e5F6g7H8i9J0"
+PAYMENT_ID = "pi_3QabcdEFghIJklMN0aBcDeFg"
+
+
+@pytest.fixture(autouse=True)
+def stripe_settings(settings):  # type: ignore[no-untyped-def]
+    settings.PAYMENT_PROVIDER = "stripe"
+    settings.STRIPE_API_KEY = "sk_test_tally"
+    settings.STRIPE_WEBHOOK_SECRET = SECRET
+    return settings
+
+
+def stripe_purchase(org: Organization, pack: str = "standard", session_id: str = SESSION_ID) -> Purchase:
+    credit_pack = CreditPack.objects.get(slug=pack)
+    return Purchase.objects.create(
+        organization=org, pack=credit_pack, credits=credit_pack.credits or 0,
+        price_cents=credit_pack.price_cents or 0, currency=credit_pack.currency,
+        provider="stripe", provider_session_id=session_id,
+    )
+
+
+def session_event(purchase: Purchase, kind: str = "checkout.session.completed",
+                  payment_status: str = "paid") -> bytes:
+    event = {
+        "id": "evt_1QabcdEFghIJklMN", "object": "event", "api_version": "2025-09-30.clover",
+        "created": int(time.time()), "livemode": False, "type": kind,
+        "data": {"object": {
+            "id": purchase.provider_session_id, "object": "checkout.session",
+            "amount_total": purchase.price_cents, "currency": purchase.currency.lower(),
+            "client_reference_id": str(purchase.pk), "mode": "payment",
+            "metadata": {"purchase_id": str(purchase.pk), "organization": purchase.organization.slug},
+            "payment_intent": PAYMENT_ID if payment_status == "paid" else None,
+            "payment_status": payment_status,
+            "status": "complete" if kind == "checkout.session.completed" else "expired",
+        }},
+    }
+    return json.dumps(event).encode()
+
+
+def sign(body: bytes, secret: str = SECRET, timestamp: int | None = None) -> str:
+    """Stripe's scheme: v1 = HMAC-SHA256 of "{t}.{body}" with the endpoint secret."""
+    t = int(time.time()) if timestamp is None else timestamp
+    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={mac}"
+
+
+def deliver(client: Client, body: bytes, signature: str):  # type: ignore[no-untyped-def]
+    return client.post(reverse("stripe_webhook"), data=body, content_type="application/json",
+                       headers={"Stripe-Signature": signature})
+
+
+def pack_entries(org: Organization) -> int:
+    return Entry.objects.filter(account=org.account, operation="credit_pack_standard").count()
+
+
+def balance(org: Organization) -> int:
+    org.account.refresh_from_db()
+    return org.account.balance
+
+
+# --- Signature verification ------------------------------------------------------------
+
+@pytest.mark.django_db
+def test_signed_completed_session_credits_the_pack(org) -> None:
+    purchase = stripe_purchase(org)
+    body = session_event(purchase)
+    response = deliver(Client(), body, sign(body))
+    assert response.status_code == 200
+    assert balance(org) == 6_000
+    purchase.refresh_from_db()
+    assert purchase.status == PurchaseStatus.PAID and purchase.provider_payment_id == PAYMENT_ID
+    lot = Lot.objects.get(entry__operation="credit_pack_standard", account=org.account)
+    assert lot.source == LotSource.PURCHASE and lot.expires_at is None and lot.amount == 1_000
+
+
+@pytest.mark.django_db
+def test_replayed_twenty_times_in_a_row_credits_once(org) -> None:
+    purchase = stripe_purchase(org)
+    body = session_event(purchase)
+    client = Client()
+    statuses = {deliver(client, body, sign(body)).status_code for _ in range(20)}
+    assert statuses == {200}
+    assert balance(org) == 6_000
+    assert pack_entries(org) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_replayed_ten_times_at_once_credits_once(org) -> None:
+    purchase = stripe_purchase(org)
+    body = session_event(purchase)
+    signature = sign(body)
+    start = threading.Barrier(10)
+
+    def one_delivery(_: int) -> int:
+        try:
+            start.wait()
+            return deliver(Client(), body, signature).status_code  # type: ignore[no-any-return]
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        statuses = list(pool.map(one_delivery, range(10)))
+    assert statuses == [200] * 10
+    assert balance(org) == 6_000
+    assert pack_entries(org) == 1
+    purchase.refresh_from_db()
+    assert purchase.status == PurchaseStatus.PAID
+
+
+@pytest.mark.django_db
+def test_tampered_body_is_refused_and_changes_nothing(org) -> None:
+    purchase = stripe_purchase(org)
+    body = session_event(purchase)
+    signature = sign(body)
+    tampered = body.replace(str(purchase.price_cents).encode(), b"1")
+    assert tampered != body
+    response = deliver(Client(), tampered, signature)
+    assert response.status_code == 400
+    assert balance(org) == 5_000
+    purchase.refresh_from_db()
+    assert purchase.status == PurchaseStatus.PENDING
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("signature", [
+    "", "garbage", "t=abc,v1=00", lambda b: sign(b, secret="whsec_someone_else"),
+    lambda b: sign(b).replace("v1=", "v0="),
+])
+def test_bad_signature_is_refused_and_changes_nothing(org, signature: Any) -> None:
+    purchase = stripe_purchase(org)
+    body = session_event(purchase)
+    header = signature(body) if callable(signature) else signature
+    assert deliver(Client(), body, header).status_code == 400
+    assert balance(org) == 5_000
+    assert Purchase.objects.get().status == PurchaseStatus.PENDING
+
+
+@pytest.mark.django_db
+def test_old_timestamp_is_refused(org) -> None:
+    purchase = stripe_purchase(org)
+    body = session_event(purchase)
+    assert deliver(Client(), body, sign(body, timestamp=int(time.time()) - 301)).status_code == 400
+    assert balance(org) == 5_000
+    # Within the five-minute tolerance it is accepted.
+    assert deliver(Client(), body, sign(body, timestamp=int(time.time()) - 240)).status_code == 200
+    assert balance(org) == 6_000
+
+
+@pytest.mark.django_db
+def test_any_valid_v1_signature_is_accepted(org) -> None:
+    """While the endpoint secret is rolled, Stripe signs with the old and the new secret."""
+    purchase = stripe_purchase(org)
+    body = session_event(purchase)
+    t = int(time.time())
+    stale = sign(body, secret="whsec_rolled_out", timestamp=t).split(",")[1]
+    valid = sign(body, timestamp=t).split(",")[1]
+    assert deliver(Client(), body, f"t={t},{stale},{valid}").status_code == 200
+    assert balance(org) == 6_000
+
+
+@pytest.mark.django_db
+def test_webhook_refuses_get(org) -> None:
+    assert Client().get(reverse("stripe_webhook")).status_code == 405
+
+
+@pytest.mark.django_db
+def test_webhook_needs_no_csrf_token(org) -> None:
+    purchase = stripe_purchase(org)
+    body = session_event(purchase)
+    client = Client(enforce_csrf_checks=True)
+    assert deliver(client, body, sign(body)).status_code == 200
+    assert balance(org) == 6_000
+
+
+# --- Failure and expiry ------------------------------------------------------------------
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("kind", "status"), [
+    ("checkout.session.expired", PurchaseStatus.CANCELLED),
+    ("checkout.session.async_payment_failed", PurchaseStatus.FAILED),
+])
+def test_failed_or_expired_checkout_credits_nothing(org, kind: str, status: PurchaseStatus) -> None:
+    purchase = stripe_purchase(org)
+    body = session_event(purchase, kind=kind, payment_status="unpaid")
+    assert deliver(Client(), body, sign(body)).status_code == 200
+    purchase.refresh_from_db()
+    assert purchase.status == status
+    assert balance(org) == 5_000
+    # A late "completed" for a closed purchase still credits nothing.
+    paid = session_event(purchase)
+    assert deliver(Client(), paid, sign(paid)).status_code == 200
+    assert balance(org) == 5_000
+
+
+@pytest.mark.django_db
+def test_completed_but_unpaid_waits_for_the_async_payment(org) -> None:
+    purchase = stripe_purchase(org)
+    body = session_event(purchase, payment_status="unpaid")
+    assert deliver(Client(), body, sign(body)).status_code == 200
+    assert balance(org) == 5_000
+    assert Purchase.objects.get().status == PurchaseStatus.PENDING
+    paid = session_event(purchase, kind="checkout.session.async_payment_succeeded")
+    assert deliver(Client(), paid, sign(paid)).status_code == 200
+    assert balance(org) == 6_000
+
+
+@pytest.mark.django_db
+def test_expiry_after_payment_keeps_the_purchase_paid(org) -> None:
+    purchase = stripe_purchase(org)
+    paid = session_event(purchase)
+    deliver(Client(), paid, sign(paid))
+    expired = session_event(purchase, kind="checkout.session.expired", payment_status="unpaid")
+    assert deliver(Client(), expired, sign(expired)).status_code == 200
+    assert Purchase.objects.get().status == PurchaseStatus.PAID
+    assert balance(org) == 6_000
+
+
+@pytest.mark.django_db
+def test_event_for_an_unknown_session_is_acknowledged_and_ignored(org) -> None:
+    purchase = stripe_purchase(org)
+    body = session_event(purchase).replace(SESSION_ID.encode(), b"cs_test_from_another_app").replace(
+        f'"client_reference_id": "{purchase.pk}"'.encode(), b'"client_reference_id": null')
+    assert b"cs_test_from_another_app" in body and b'"client_reference_id": null' in body
+    assert deliver(Client(), body, sign(body)).status_code == 200
+    assert balance(org) == 5_000
+    assert Purchase.objects.get().status == PurchaseStatus.PENDING
+
+
+# --- The Checkout Session, answered by a local stand-in for Stripe's API ---------------
+
+class FakeStripeApi(BaseHTTPRequestHandler):
+    """Answers POST /v1/checkout/sessions as Stripe does, and records what it was sent."""
+
+    requests: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        length = int(self.headers.get("Content-Length", 0))
+        form = {key: values[0] for key, values in parse_qs(self.rfile.read(length).decode()).items()}
+        FakeStripeApi.requests.append({"path": self.path, "headers": dict(self.headers), "form": form})
+        if self.path != "/v1/checkout/sessions":
+            return self._reply(404, {"error": {"type": "invalid_request_error",
+                                               "message": f"Unrecognized request URL (POST: {self.path})"}})
+        if self.headers.get("Authorization") != "Bearer sk_test_tally":
+            return self._reply(401, {"error": {"type": "invalid_request_error",
+                                               "message": "Invalid API Key provided"}})
+        self._reply(200, {
+            "id": SESSION_ID, "object": "checkout.session", "livemode": False, "mode": "payment",
+            "amount_subtotal": int(form["line_items[0][price_data][unit_amount]"]),
+            "amount_total": int(form["line_items[0][price_data][unit_amount]"]),
+            "currency": form["line_items[0][price_data][currency]"],
+            "client_reference_id": form.get("client_reference_id"),
+            "metadata": {"purchase_id": form.get("metadata[purchase_id]"),
+                         "organization": form.get("metadata[organization]")},
+            "payment_intent": None, "payment_status": "unpaid", "status": "open",
+            "success_url": form["success_url"], "cancel_url": form["cancel_url"],
+            "expires_at": int(time.time()) + 86_400,
+            "url": f"https://checkout.stripe.com/c/pay/{SESSION_ID}#fidkdWxOYHwnPyd1blpxYHZxWjA0",
+        })
+
+    def _reply(self, status: int, payload: dict[str, Any]) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Request-Id", "req_tally_test")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture
+def fake_stripe(stripe_settings):  # type: ignore[no-untyped-def]
+    FakeStripeApi.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeStripeApi)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    stripe_settings.STRIPE_API_BASE = f"http://127.0.0.1:{server.server_address[1]}"
+    yield FakeStripeApi.requests
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.django_db
+def test_buying_a_pack_sends_the_manager_to_stripe_checkout(manager_client, org, fake_stripe) -> None:
+    response = manager_client.post(reverse("buy_pack", args=[org.slug, "professional"]))
+    assert response.status_code == 302
+    assert response["Location"].startswith(f"https://checkout.stripe.com/c/pay/{SESSION_ID}")
+    [request] = fake_stripe
+    form = request["form"]
+    purchase = Purchase.objects.get()
+    assert form["mode"] == "payment"
+    assert form["line_items[0][price_data][unit_amount]"] == "6000"
+    assert form["line_items[0][price_data][currency]"] == "usd"
+    assert form["line_items[0][price_data][product_data][name]"] == "Professional pack: 5,000 credits"
+    assert form["client_reference_id"] == str(purchase.pk)
+    site = "http://testserver"
+    assert form["success_url"] == site + reverse("purchase_complete", args=[org.slug, purchase.pk])
+    assert form["cancel_url"] == site + reverse("purchase_cancelled", args=[org.slug, purchase.pk])
+    assert request["headers"]["Idempotency-Key"] == f"tally-purchase-{purchase.pk}"
+    assert purchase.provider == "stripe" and purchase.provider_session_id == SESSION_ID
+    assert purchase.status == PurchaseStatus.PENDING and balance(org) == 5_000
+
+    # Stripe reports the payment; the return page then says the credits are in.
+    body = session_event(purchase)
+    assert deliver(Client(), body, sign(body)).status_code == 200
+    page = manager_client.get(form["success_url"].removeprefix("http://testserver"), follow=True).text
+    assert "Payment received: 5,000 credits were added." in page
+    assert 'data-testid="billing-remaining">10,000<' in page
+
+
+@pytest.mark.django_db
+def test_returning_before_the_webhook_says_payment_is_being_confirmed(manager_client, org,
+                                                                      fake_stripe) -> None:
+    manager_client.post(reverse("buy_pack", args=[org.slug, "standard"]))
+    purchase = Purchase.objects.get()
+    page = manager_client.get(reverse("purchase_complete", args=[org.slug, purchase.pk]), follow=True).text
+    assert "Your payment is being confirmed" in page
+    assert 'data-testid="billing-remaining">5,000<' in page
+
+
+@pytest.mark.django_db
+def test_stripe_refusing_the_session_fails_the_purchase_and_charges_nothing(
+    manager_client, org, fake_stripe, stripe_settings
+) -> None:
+    stripe_settings.STRIPE_API_KEY = "sk_test_revoked"
+    response = manager_client.post(reverse("buy_pack", args=[org.slug, "standard"]), follow=True)
+    assert "The card payment service is unavailable; nothing was charged." in response.text
+    assert Purchase.objects.get().status == PurchaseStatus.FAILED
+    assert balance(org) == 5_000

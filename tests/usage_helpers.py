@@ -54,5 +54,6 @@ def busy_month(org: Organization, period: dt.date, days: int, jobs_per_day: int)
     top_up(org, days * jobs_per_day * 100, at(org, period, 1, 0, 5))
     for day in range(1, days + 1):
         for number in range(jobs_per_day):
-            run_job(org, f"job-{period:%m}-{day:02d}-{number:02d}", 10 + number, at(org, period, day, 8, number),
-                    project=f"project-{number % 3}", user=f"user{number % 4}@example.com")
+            run_job(org, f"job-{period:%m}-{day:02d}-{number:02d}", 10 + number,
+                    at(org, period, day, 8, number), project=f"project-{number % 3}",
+                    user=f"user{number % 4}@example.com")

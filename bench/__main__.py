@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-AREAS = ["ledger"]
+AREAS = ["ledger", "usage"]
 
 
 def main() -> None:

@@ -1,26 +1,26 @@
 """The functions that move credits. Each is one transaction and the only home of its rule.
 
-Every posting locks the account row first (``SELECT ... FOR UPDATE`` on PostgreSQL; on
-SQLite the IMMEDIATE transaction already holds the write lock), then checks its
-idempotency key, then applies the rule. A refused posting raises and rolls back, so it
-stores nothing, not even its key.
+Every posting locks the account row (``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite
+the IMMEDIATE transaction already holds the write lock), applies its rule, and stores its
+result against its idempotency key in the same transaction. A refused posting raises and
+rolls back, so it stores nothing, not even its key.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Iterable
+import json
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
 from ledger.models import (
     Account,
-    DailyRollup,
     Entry,
     EntryKind,
     Hold,
@@ -199,11 +199,11 @@ def post_top_up(
     params = {"amount": amount, "source": str(source), "operation": operation,
               "expires_at": expires_at.isoformat() if expires_at else None}
 
-    def apply(acct: Account, moment: dt.datetime) -> Receipt:
+    def apply(book: _Book, moment: dt.datetime) -> Receipt:
         kind = EntryKind.ADJUSTMENT if source == LotSource.ADJUSTMENT else EntryKind.TOP_UP
-        entry = _append(acct, kind, operation, amount, moment, memo=memo)
-        _new_lot(acct, amount, source, moment, entry=entry, expires_at=expires_at)
-        return _receipt(acct, "top_up", moment, entry=entry)
+        entry = book.append(kind, operation, amount, moment, memo=memo)
+        book.new_lot(amount, source, moment, entry=entry, expires_at=expires_at)
+        return book.receipt("top_up", moment, entry=entry)
 
     return _posting(account, key, "top_up", params, apply, now)
 
@@ -224,14 +224,14 @@ def debit(
     params = {"amount": amount, "operation": operation, "quantity": quantity,
               "job": dataclasses.asdict(job) if job else None}
 
-    def apply(acct: Account, moment: dt.datetime) -> Receipt:
-        lots = _live_lots(acct, moment)
-        _check_available(acct, amount)
-        entry = _consume(acct, lots, amount, EntryKind.DEBIT, operation, moment,
-                         job=_job(acct, job), quantity=quantity, memo=memo)
-        return _receipt(acct, "debit", moment, entry=entry)
+    def apply(book: _Book, moment: dt.datetime) -> Receipt:
+        lots = book.live_lots(moment)
+        book.check_available(amount)
+        entry = book.consume(lots, amount, EntryKind.DEBIT, operation, moment,
+                             job=book.job, quantity=quantity, memo=memo)
+        return book.receipt("debit", moment, entry=entry)
 
-    return _posting(account, key, "debit", params, apply, now)
+    return _posting(account, key, "debit", params, apply, now, job=job)
 
 
 def adjust(
@@ -246,12 +246,12 @@ def adjust(
                            operation="manual_adjustment", memo=memo, now=now)
     params = {"amount": amount, "memo": memo}
 
-    def apply(acct: Account, moment: dt.datetime) -> Receipt:
-        lots = _live_lots(acct, moment)
-        _check_available(acct, -amount)
-        entry = _consume(acct, lots, -amount, EntryKind.ADJUSTMENT, "manual_adjustment",
-                         moment, memo=memo)
-        return _receipt(acct, "adjustment", moment, entry=entry)
+    def apply(book: _Book, moment: dt.datetime) -> Receipt:
+        lots = book.live_lots(moment)
+        book.check_available(-amount)
+        entry = book.consume(lots, -amount, EntryKind.ADJUSTMENT, "manual_adjustment", moment,
+                             memo=memo)
+        return book.receipt("adjustment", moment, entry=entry)
 
     return _posting(account, key, "adjustment", params, apply, now)
 
@@ -271,17 +271,15 @@ def reserve(
     params = {"amount": amount, "operation": operation,
               "job": dataclasses.asdict(job) if job else None}
 
-    def apply(acct: Account, moment: dt.datetime) -> Receipt:
-        _live_lots(acct, moment)
-        _check_available(acct, amount)
-        hold = Hold.objects.create(account=acct, operation=operation, amount=amount,
-                                   job=_job(acct, job), created_at=moment,
-                                   expires_at=moment + ttl)
-        acct.held += amount
-        _save_totals(acct)
-        return _receipt(acct, "reserve", moment, hold=hold)
+    def apply(book: _Book, moment: dt.datetime) -> Receipt:
+        book.live_lots(moment)
+        book.check_available(amount)
+        hold = Hold.objects.create(account=book.account, operation=operation, amount=amount,
+                                   job=book.job, created_at=moment, expires_at=moment + ttl)
+        book.change_held(amount)
+        return book.receipt("reserve", moment, hold=hold)
 
-    return _posting(account, key, "reserve", params, apply, now)
+    return _posting(account, key, "reserve", params, apply, now, job=job)
 
 
 def settle(
@@ -293,18 +291,19 @@ def settle(
         raise InvalidPosting("A settle amount cannot be negative.")
     params = {"hold": hold_id, "amount": amount}
 
-    def apply(acct: Account, moment: dt.datetime) -> Receipt:
-        hold = _pending_hold(acct, hold_id)
-        lots = _live_lots(acct, moment)
+    def apply(book: _Book, moment: dt.datetime) -> Receipt:
+        hold = book.pending_hold(hold_id)
+        lots = book.live_lots(moment)
+        acct = book.account
         others_held = acct.held - hold.amount
         if not acct.unlimited and acct.balance - others_held < amount:
-            raise _insufficient(acct, amount, acct.balance - others_held)
+            raise book.insufficient(amount, acct.balance - others_held)
         entry = None
         if amount:
-            entry = _consume(acct, lots, amount, EntryKind.DEBIT, hold.operation, moment,
-                             job=hold.job, hold=hold)
-        _resolve(acct, hold, HoldStatus.SETTLED, moment, settled_amount=amount)
-        return _receipt(acct, "settle", moment, entry=entry, hold=hold)
+            entry = book.consume(lots, amount, EntryKind.DEBIT, hold.operation, moment,
+                                 job_id=hold.job_id, hold=hold)
+        book.resolve(hold, HoldStatus.SETTLED, moment, settled_amount=amount)
+        return book.receipt("settle", moment, entry=entry, hold=hold)
 
     return _posting(account, key, "settle", params, apply, now)
 
@@ -312,10 +311,10 @@ def settle(
 def release(account: Account, hold_id: int, *, key: str, now: dt.datetime | None = None) -> Receipt:
     """Free a hold without charging anything."""
 
-    def apply(acct: Account, moment: dt.datetime) -> Receipt:
-        hold = _pending_hold(acct, hold_id)
-        _resolve(acct, hold, HoldStatus.RELEASED, moment)
-        return _receipt(acct, "release", moment, hold=hold)
+    def apply(book: _Book, moment: dt.datetime) -> Receipt:
+        hold = book.pending_hold(hold_id)
+        book.resolve(hold, HoldStatus.RELEASED, moment)
+        return book.receipt("release", moment, hold=hold)
 
     return _posting(account, key, "release", {"hold": hold_id}, apply, now)
 
@@ -334,8 +333,8 @@ def refund(
     _require_positive(amount)
     params = {"job": job_external_id, "amount": amount, "operation": operation}
 
-    def apply(acct: Account, moment: dt.datetime) -> Receipt:
-        job = Job.objects.filter(account=acct, external_id=job_external_id).first()
+    def apply(book: _Book, moment: dt.datetime) -> Receipt:
+        job = Job.objects.filter(account=book.account, external_id=job_external_id).first()
         if job is None:
             raise InvalidPosting(f"No job {job_external_id!r} has consumed credits here.")
         entries = list(job.entries.all())
@@ -346,12 +345,11 @@ def refund(
                 f"Job {job_external_id!r} has {consumed - refunded} credits left to refund; "
                 f"{amount} were asked."
             )
-        returns, overdraft_part, forfeited = _refund_plan(acct, entries, amount, moment)
-        credited = amount - forfeited
-        entry = _append(acct, EntryKind.REFUND, operation, credited, moment, job=job,
-                        refund_of_expired=forfeited)
-        _return_to_lots(acct, entry, returns, overdraft_part, moment)
-        return _receipt(acct, "refund", moment, entry=entry, forfeited=forfeited)
+        returns, overdraft_part, forfeited = _refund_plan(entries, amount, moment)
+        entry = book.append(EntryKind.REFUND, operation, amount - forfeited, moment, job=job,
+                            refund_of_expired=forfeited)
+        book.return_to_lots(entry, returns, overdraft_part, moment)
+        return book.receipt("refund", moment, entry=entry, forfeited=forfeited)
 
     return _posting(account, key, "refund", params, apply, now)
 
@@ -360,13 +358,11 @@ def expire_lots(account: Account, now: dt.datetime | None = None) -> list[Entry]
     """Post one ``expiry`` entry per lot past its expiry, for exactly what remained."""
     moment = now or timezone.now()
     with transaction.atomic():
-        acct = _lock(account)
-        available_before = acct.available
-        due = [lot for lot in _lots_in_draw_order(acct) if lot.is_expired_at(moment)]
-        entries = _expire(acct, due, moment)
-        if entries:
-            credits_changed.send(Account, account=acct, available_before=available_before)
-    _copy_totals(acct, account)
+        book = _Book(account)
+        due = [lot for lot in _lots_in_draw_order(book.account) if lot.is_expired_at(moment)]
+        entries = book.expire(due, moment)
+        book.flush()
+    _copy_totals(book.account, account)
     return entries
 
 
@@ -377,12 +373,11 @@ def release_expired_holds(now: dt.datetime | None = None) -> int:
     due = Hold.objects.filter(status=HoldStatus.PENDING, expires_at__lte=moment)
     for hold_id, account_id in due.values_list("id", "account_id"):
         with transaction.atomic():
-            acct = Account.objects.select_for_update().get(pk=account_id)
+            book = _Book(Account(pk=account_id))
             hold = Hold.objects.get(pk=hold_id)
             if hold.status == HoldStatus.PENDING:
-                available_before = acct.available
-                _resolve(acct, hold, HoldStatus.EXPIRED, moment)
-                credits_changed.send(Account, account=acct, available_before=available_before)
+                book.resolve(hold, HoldStatus.EXPIRED, moment)
+                book.flush()
                 released += 1
     return released
 
@@ -395,24 +390,30 @@ def _posting(
     key: str,
     action: str,
     params: dict[str, Any],
-    apply: Callable[[Account, dt.datetime], Receipt],
+    apply: Callable[[_Book, dt.datetime], Receipt],
     now: dt.datetime | None,
+    job: JobInfo | None = None,
 ) -> Receipt:
     if not key or len(key) > 255:
         raise InvalidPosting("An idempotency key of 1 to 255 characters is required.")
-    with transaction.atomic():
-        acct = _lock(account)
-        first = IdempotencyRecord.objects.filter(account=acct, key=key).first()
-        if first is not None:
-            _copy_totals(acct, account)
-            return _replay(first, key, action, params)
-        available_before = acct.available
-        receipt = apply(acct, now or timezone.now())
-        IdempotencyRecord.objects.create(
-            account=acct, key=key, action=action, params=params, result=receipt.as_dict()
-        )
-        credits_changed.send(Account, account=acct, available_before=available_before)
-    _copy_totals(acct, account)
+    first = IdempotencyRecord.objects.filter(account_id=account.pk, key=key).first()
+    if first is not None:
+        return _replay(first, key, action, params)
+    try:
+        with transaction.atomic():
+            # The job row is found or made before the lock, so the lock is held briefly.
+            book = _Book(account, job=_job(account, job))
+            receipt = apply(book, now or timezone.now())
+            book.record(key, action, params, receipt)
+            book.flush()
+    except (LedgerError, IntegrityError):
+        # The same key may have been posted by a concurrent retry that took the lock
+        # first (its record is unique): then answer exactly as it was answered.
+        first = IdempotencyRecord.objects.filter(account_id=account.pk, key=key).first()
+        if first is None:
+            raise
+        return _replay(first, key, action, params)
+    _copy_totals(book.account, account)
     return receipt
 
 
@@ -428,8 +429,248 @@ def _replay(first: IdempotencyRecord, key: str, action: str, params: dict[str, A
     return Receipt(**first.result)
 
 
-def _lock(account: Account) -> Account:
-    return Account.objects.select_for_update().get(pk=account.pk)
+class _Book:
+    """One posting's hold on an account: the locked row, and the writes it will make.
+
+    Entries, holds and new lots are inserted at once, since their ids are needed. The rest
+    (balance totals, the days' rollups, lot draws, lots' remaining credits, hold outcomes,
+    the idempotency record) is gathered and sent together by ``flush``: one round trip on
+    PostgreSQL (a pipeline), so the account row stays locked as briefly as possible."""
+
+    def __init__(self, account: Account, job: Job | None = None) -> None:
+        self.account = Account.objects.select_for_update().get(pk=account.pk)
+        self.job = job
+        self.available_before = self.account.available
+        self._rollups: dict[dt.date, list[int]] = {}
+        self._draws: list[tuple[int, int, int]] = []
+        self._lots: dict[int, Lot] = {}
+        self._holds: list[Hold] = []
+        self._record: tuple[str, str, dict[str, Any], Receipt] | None = None
+
+    # Reading
+
+    def live_lots(self, moment: dt.datetime) -> list[Lot]:
+        """The lots a posting may draw on; any already past expiry are expired first."""
+        lots = _lots_in_draw_order(self.account)
+        due = [lot for lot in lots if lot.is_expired_at(moment)]
+        if due:
+            self.expire(due, moment)
+        return [lot for lot in lots if lot not in due]
+
+    def pending_hold(self, hold_id: int) -> Hold:
+        hold = Hold.objects.filter(account=self.account, pk=hold_id).first()
+        if hold is None:
+            raise InvalidPosting(f"No hold {hold_id} on this account.")
+        if hold.status != HoldStatus.PENDING:
+            raise HoldNotPending(f"Hold {hold_id} is already {hold.status}.")
+        return hold
+
+    def insufficient(self, required: int, remaining: int) -> InsufficientCredits:
+        url = settings.SITE_URL.rstrip("/") + f"/orgs/{self.account.slug}/billing/"
+        return InsufficientCredits(required=required, remaining=max(remaining, 0), upgrade_url=url)
+
+    def check_available(self, amount: int) -> None:
+        acct = self.account
+        if not acct.unlimited and acct.balance - acct.held < amount:
+            raise self.insufficient(amount, acct.balance - acct.held)
+
+    def receipt(
+        self,
+        action: str,
+        moment: dt.datetime,
+        *,
+        entry: Entry | None = None,
+        hold: Hold | None = None,
+        forfeited: int = 0,
+    ) -> Receipt:
+        acct = self.account
+        return Receipt(
+            action=action, amount=entry.amount if entry else 0, balance=acct.balance,
+            held=acct.held, available=acct.available, created_at=moment.isoformat(),
+            entry_id=entry.pk if entry else None, hold_id=hold.pk if hold else None,
+            forfeited=forfeited,
+        )
+
+    # Writing
+
+    def append(
+        self, kind: EntryKind, operation: str, amount: int, moment: dt.datetime, **fields: Any
+    ) -> Entry:
+        """Write one entry and move the balance; the day's rollup follows at flush."""
+        acct = self.account
+        acct.balance += amount
+        entry = Entry.objects.create(
+            account=acct, kind=kind, operation=operation, amount=amount,
+            balance_after=acct.balance, created_at=moment, local_date=acct.local_date(moment),
+            **fields,
+        )
+        day = self._rollups.setdefault(entry.local_date, [0, 0, 0, 0, 0])
+        column = _ROLLUP_COLUMNS.index(_rollup_column(EntryKind(kind)))
+        # Debits and expiries are kept as positive figures in their columns.
+        day[column] += amount if column in (0, 2) else -amount
+        day[4] = entry.balance_after
+        return entry
+
+    def new_lot(
+        self,
+        amount: int,
+        source: LotSource,
+        moment: dt.datetime,
+        *,
+        entry: Entry | None,
+        expires_at: dt.datetime | None = None,
+    ) -> Lot:
+        # A credit to an overdrawn (unlimited) account pays the overdraft first.
+        overdraft = max(-(self.account.balance - amount), 0)
+        return Lot.objects.create(
+            account=self.account, source=source, amount=amount,
+            remaining=amount - min(overdraft, amount), expires_at=expires_at,
+            created_at=moment, entry=entry,
+        )
+
+    def consume(
+        self,
+        lots: list[Lot],
+        amount: int,
+        kind: EntryKind,
+        operation: str,
+        moment: dt.datetime,
+        **fields: Any,
+    ) -> Entry:
+        """Post ``amount`` consumed and draw it from ``lots`` in their order."""
+        entry = self.append(kind, operation, -amount, moment, **fields)
+        needed = amount
+        for lot in lots:
+            if needed == 0:
+                break
+            take = min(lot.remaining, needed)
+            if take:
+                lot.remaining -= take
+                needed -= take
+                self.draw(entry, lot, -take)
+        if needed and not self.account.unlimited:
+            raise AssertionError("lots do not cover a checked debit")  # the check above failed
+        return entry
+
+    def expire(self, lots: list[Lot], moment: dt.datetime) -> list[Entry]:
+        entries = []
+        for lot in lots:
+            remaining, lot.remaining, lot.expired = lot.remaining, 0, True
+            entry = self.append(EntryKind.EXPIRY, "expiry", -remaining, moment,
+                                memo=f"{lot.source} lot {lot.pk} expired")
+            self.draw(entry, lot, -remaining)
+            entries.append(entry)
+        return entries
+
+    def return_to_lots(
+        self,
+        entry: Entry,
+        returns: list[tuple[Lot, int]],
+        overdraft_part: int,
+        moment: dt.datetime,
+    ) -> None:
+        # An overdrawn (unlimited) account is paid down first: by the share no lot covered,
+        # then by what would have gone back to lots. Only the rest refills lots.
+        absorb = min(max(-(self.account.balance - entry.amount), 0), entry.amount)
+        from_overdraft_part = min(absorb, overdraft_part)
+        absorb -= from_overdraft_part
+        for lot, give in returns:
+            cut = min(absorb, give)
+            absorb -= cut
+            if give - cut:
+                lot.remaining += give - cut
+                self.draw(entry, lot, give - cut)
+        # The uncovered share left over (its overdraft was since paid off) becomes a
+        # never-expiring lot, so no refunded credit is lost.
+        surplus = overdraft_part - from_overdraft_part
+        if surplus > 0:
+            lot = Lot.objects.create(account=self.account, source=LotSource.ADJUSTMENT,
+                                     amount=surplus, remaining=surplus, created_at=moment)
+            self._draws.append((entry.pk, lot.pk, surplus))
+
+    def draw(self, entry: Entry, lot: Lot, amount: int) -> None:
+        self._draws.append((entry.pk, lot.pk, amount))
+        self._lots[lot.pk] = lot
+
+    def change_held(self, amount: int) -> None:
+        self.account.held += amount
+
+    def resolve(
+        self, hold: Hold, status: HoldStatus, moment: dt.datetime, settled_amount: int | None = None
+    ) -> None:
+        hold.status, hold.resolved_at, hold.settled_amount = status, moment, settled_amount
+        self._holds.append(hold)
+        self.change_held(-hold.amount)
+
+    def record(self, key: str, action: str, params: dict[str, Any], receipt: Receipt) -> None:
+        self._record = (key, action, params, receipt)
+
+    def flush(self) -> None:
+        """Send the gathered writes, then tell listeners the credits changed."""
+        ops, acct = connection.ops, self.account
+        writes: list[tuple[str, list[Any]]] = [
+            ("UPDATE ledger_account SET balance = %s, held = %s WHERE id = %s",
+             [acct.balance, acct.held, acct.pk]),
+        ]
+        for date, (top_ups, used, refunds, expired, balance) in self._rollups.items():
+            writes.append((_ROLLUP_UPSERT, [acct.pk, ops.adapt_datefield_value(date), top_ups,
+                                            used, refunds, expired, balance]))
+        if self._draws:
+            values = ", ".join(["(%s, %s, %s)"] * len(self._draws))
+            writes.append((f"INSERT INTO ledger_lotdraw (entry_id, lot_id, amount) VALUES {values}",
+                           [v for draw in self._draws for v in draw]))
+        for lot in self._lots.values():
+            writes.append(("UPDATE ledger_lot SET remaining = %s, expired = %s WHERE id = %s",
+                           [lot.remaining, lot.expired, lot.pk]))
+        for hold in self._holds:
+            writes.append((
+                "UPDATE ledger_hold SET status = %s, resolved_at = %s, settled_amount = %s "
+                "WHERE id = %s",
+                [hold.status, ops.adapt_datetimefield_value(hold.resolved_at),
+                 hold.settled_amount, hold.pk],
+            ))
+        if self._record:
+            key, action, params, receipt = self._record
+            writes.append((
+                f"INSERT INTO ledger_idempotencyrecord (account_id, {ops.quote_name('key')}, "
+                "action, params, result, created_at) VALUES (%s, %s, %s, %s, %s, %s)",
+                [acct.pk, key, action, json.dumps(params), json.dumps(receipt.as_dict()),
+                 ops.adapt_datetimefield_value(timezone.now())],
+            ))
+        _execute_together(writes)
+        if self._rollups or self._holds:
+            credits_changed.send(Account, account=acct, available_before=self.available_before)
+
+
+_ROLLUP_COLUMNS = ("top_ups", "credits_used", "refunds", "expired")
+_ROLLUP_UPSERT = (
+    "INSERT INTO ledger_dailyrollup (account_id, date, top_ups, credits_used, refunds, expired, "
+    "balance) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (account_id, date) DO UPDATE SET "
+    + ", ".join(f"{c} = ledger_dailyrollup.{c} + excluded.{c}" for c in _ROLLUP_COLUMNS)
+    + ", balance = excluded.balance"
+)
+
+
+def _rollup_column(kind: EntryKind) -> str:
+    return {
+        EntryKind.TOP_UP: "top_ups",
+        EntryKind.ADJUSTMENT: "top_ups",
+        EntryKind.DEBIT: "credits_used",
+        EntryKind.REFUND: "refunds",
+        EntryKind.EXPIRY: "expired",
+    }[kind]
+
+
+def _execute_together(writes: list[tuple[str, list[Any]]]) -> None:
+    """Run statements whose results nobody reads; on PostgreSQL in one pipeline."""
+    with connection.cursor() as cursor:
+        if connection.vendor != "postgresql":
+            for sql, params in writes:
+                cursor.execute(sql, params)
+            return
+        with connection.wrap_database_errors, connection.connection.pipeline():
+            for sql, params in writes:
+                cursor.execute(sql, params)
 
 
 def _copy_totals(source: Account, target: Account) -> None:
@@ -437,52 +678,16 @@ def _copy_totals(source: Account, target: Account) -> None:
         target.balance, target.held = source.balance, source.held
 
 
-def _save_totals(acct: Account) -> None:
-    Account.objects.filter(pk=acct.pk).update(balance=acct.balance, held=acct.held)
-
-
 def _require_positive(amount: int) -> None:
     if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
         raise InvalidPosting("Amounts are positive whole numbers of credits.")
 
 
-def _insufficient(acct: Account, required: int, remaining: int) -> InsufficientCredits:
-    url = settings.SITE_URL.rstrip("/") + f"/orgs/{acct.slug}/billing/"
-    return InsufficientCredits(required=required, remaining=max(remaining, 0), upgrade_url=url)
-
-
-def _check_available(acct: Account, amount: int) -> None:
-    if not acct.unlimited and acct.balance - acct.held < amount:
-        raise _insufficient(acct, amount, acct.balance - acct.held)
-
-
-def _receipt(
-    acct: Account,
-    action: str,
-    moment: dt.datetime,
-    *,
-    entry: Entry | None = None,
-    hold: Hold | None = None,
-    forfeited: int = 0,
-) -> Receipt:
-    return Receipt(
-        action=action,
-        amount=entry.amount if entry else 0,
-        balance=acct.balance,
-        held=acct.held,
-        available=acct.available,
-        created_at=moment.isoformat(),
-        entry_id=entry.pk if entry else None,
-        hold_id=hold.pk if hold else None,
-        forfeited=forfeited,
-    )
-
-
-def _job(acct: Account, info: JobInfo | None) -> Job | None:
+def _job(account: Account, info: JobInfo | None) -> Job | None:
     if info is None:
         return None
     job, _ = Job.objects.get_or_create(
-        account=acct,
+        account_id=account.pk,
         external_id=info.external_id,
         defaults={"name": info.name, "project": info.project, "user": info.user,
                   "resource_class": info.resource_class},
@@ -499,116 +704,8 @@ def _lots_in_draw_order(acct: Account) -> list[Lot]:
     )
 
 
-def _live_lots(acct: Account, moment: dt.datetime) -> list[Lot]:
-    """The lots a posting may draw on; any already past expiry are expired first."""
-    lots = _lots_in_draw_order(acct)
-    due = [lot for lot in lots if lot.is_expired_at(moment)]
-    if due:
-        _expire(acct, due, moment)
-    return [lot for lot in lots if lot not in due]
-
-
-def _append(
-    acct: Account,
-    kind: EntryKind,
-    operation: str,
-    amount: int,
-    moment: dt.datetime,
-    **fields: Any,
-) -> Entry:
-    """Write one entry, move the balance and keep the day's rollup, all in this transaction."""
-    acct.balance += amount
-    entry = Entry.objects.create(
-        account=acct, kind=kind, operation=operation, amount=amount,
-        balance_after=acct.balance, created_at=moment, local_date=acct.local_date(moment),
-        **fields,
-    )
-    _save_totals(acct)
-    _roll_up(acct, entry)
-    return entry
-
-
-def _roll_up(acct: Account, entry: Entry) -> None:
-    column = {
-        EntryKind.TOP_UP: "top_ups",
-        EntryKind.ADJUSTMENT: "top_ups",
-        EntryKind.DEBIT: "credits_used",
-        EntryKind.REFUND: "refunds",
-        EntryKind.EXPIRY: "expired",
-    }[EntryKind(entry.kind)]
-    # Debits and expiries are stored as positive figures in their columns.
-    change = entry.amount if column in {"top_ups", "refunds"} else -entry.amount
-    updated = DailyRollup.objects.filter(account=acct, date=entry.local_date).update(
-        **{column: F(column) + change}, balance=entry.balance_after
-    )
-    if not updated:
-        DailyRollup.objects.create(
-            account=acct, date=entry.local_date, balance=entry.balance_after, **{column: change}
-        )
-
-
-def _new_lot(
-    acct: Account,
-    amount: int,
-    source: LotSource,
-    moment: dt.datetime,
-    *,
-    entry: Entry,
-    expires_at: dt.datetime | None = None,
-) -> Lot:
-    # A credit to an overdrawn (unlimited) account pays the overdraft first.
-    overdraft = max(-(acct.balance - amount), 0)
-    return Lot.objects.create(
-        account=acct, source=source, amount=amount, remaining=amount - min(overdraft, amount),
-        expires_at=expires_at, created_at=moment, entry=entry,
-    )
-
-
-def _consume(
-    acct: Account,
-    lots: list[Lot],
-    amount: int,
-    kind: EntryKind,
-    operation: str,
-    moment: dt.datetime,
-    **fields: Any,
-) -> Entry:
-    entry = _append(acct, kind, operation, -amount, moment, **fields)
-    draws, touched, needed = [], [], amount
-    for lot in lots:
-        if needed == 0:
-            break
-        take = min(lot.remaining, needed)
-        lot.remaining -= take
-        needed -= take
-        touched.append(lot)
-        draws.append(LotDraw(entry=entry, lot=lot, amount=-take))
-    if needed and not acct.unlimited:
-        raise AssertionError("lots do not cover a checked debit")  # the check above failed
-    LotDraw.objects.bulk_create(draws)
-    _save_lots(touched)
-    return entry
-
-
-def _save_lots(lots: Iterable[Lot]) -> None:
-    for lot in lots:
-        Lot.objects.filter(pk=lot.pk).update(remaining=lot.remaining, expired=lot.expired)
-
-
-def _expire(acct: Account, lots: list[Lot], moment: dt.datetime) -> list[Entry]:
-    entries = []
-    for lot in lots:
-        remaining, lot.remaining, lot.expired = lot.remaining, 0, True
-        entry = _append(acct, EntryKind.EXPIRY, "expiry", -remaining, moment,
-                        memo=f"{lot.source} lot {lot.pk} expired")
-        LotDraw.objects.create(entry=entry, lot=lot, amount=-remaining)
-        _save_lots([lot])
-        entries.append(entry)
-    return entries
-
-
 def _refund_plan(
-    acct: Account, entries: list[Entry], amount: int, moment: dt.datetime
+    entries: list[Entry], amount: int, moment: dt.datetime
 ) -> tuple[list[tuple[Lot, int]], int, int]:
     """Split a refund: first the share no lot covered (an unlimited account's overdraft),
     then live lots in reverse draw order, and last the forfeited share of expired lots."""
@@ -647,55 +744,3 @@ def _refund_plan(
         returns.append((lot, give))
         left -= give
     return returns, overdraft_part, left
-
-
-def _return_to_lots(
-    acct: Account,
-    entry: Entry,
-    returns: list[tuple[Lot, int]],
-    overdraft_part: int,
-    moment: dt.datetime,
-) -> None:
-    # An overdrawn (unlimited) account is paid down first: by the share no lot covered,
-    # then by what would have gone back to lots. Only the rest refills lots.
-    absorb = min(max(-(acct.balance - entry.amount), 0), entry.amount)
-    from_overdraft_part = min(absorb, overdraft_part)
-    absorb -= from_overdraft_part
-    touched = []
-    for lot, give in returns:
-        cut = min(absorb, give)
-        absorb -= cut
-        if give - cut:
-            lot.remaining += give - cut
-            touched.append(lot)
-            LotDraw.objects.create(entry=entry, lot=lot, amount=give - cut)
-    _save_lots(touched)
-    # The uncovered share left over (its overdraft was since paid off) becomes a
-    # never-expiring lot, so no refunded credit is lost.
-    surplus = overdraft_part - from_overdraft_part
-    if surplus > 0:
-        lot = Lot.objects.create(account=acct, source=LotSource.ADJUSTMENT, amount=surplus,
-                                 remaining=surplus, created_at=moment)
-        LotDraw.objects.create(entry=entry, lot=lot, amount=surplus)
-
-
-def _pending_hold(acct: Account, hold_id: int) -> Hold:
-    hold = Hold.objects.filter(account=acct, pk=hold_id).select_related("job").first()
-    if hold is None:
-        raise InvalidPosting(f"No hold {hold_id} on this account.")
-    if hold.status != HoldStatus.PENDING:
-        raise HoldNotPending(f"Hold {hold_id} is already {hold.status}.")
-    return hold
-
-
-def _resolve(
-    acct: Account,
-    hold: Hold,
-    status: HoldStatus,
-    moment: dt.datetime,
-    settled_amount: int | None = None,
-) -> None:
-    hold.status, hold.resolved_at, hold.settled_amount = status, moment, settled_amount
-    hold.save(update_fields=["status", "resolved_at", "settled_amount"])
-    acct.held -= hold.amount
-    _save_totals(acct)

@@ -33,7 +33,7 @@ def key() -> str:
     return str(uuid.uuid4())
 
 
-def in_threads(calls: list[Callable[[], T]], workers: int = 50) -> list[T | BaseException]:
+def in_threads[T](calls: list[Callable[[], T]], workers: int = 50) -> list[T | BaseException]:
     """Run every call at once on its own thread and database connection; return each
     result or the exception it raised."""
 

@@ -20,12 +20,13 @@ def test_seed_demo_is_clean_and_running_it_twice_changes_nothing(capsys) -> None
     assert "demo-standard-manager" in out and "demo-password" in out
     assert set(Organization.objects.values_list("slug", flat=True)) >= {
         "demo-free", "demo-standard", "demo-pro", "demo-enterprise"}
-    counts = (Entry.objects.count(), Lot.objects.count(), list(Account.objects.values_list("balance", "held")))
+    balances = list(Account.objects.order_by("id").values_list("balance", "held"))
+    counts = (Entry.objects.count(), Lot.objects.count(), balances)
     call_command("check_ledger")
     assert "Ledger clean" in capsys.readouterr().out
     call_command("seed_demo")
-    assert (Entry.objects.count(), Lot.objects.count(),
-            list(Account.objects.values_list("balance", "held"))) == counts
+    balances = list(Account.objects.order_by("id").values_list("balance", "held"))
+    assert (Entry.objects.count(), Lot.objects.count(), balances) == counts
 
 
 @pytest.mark.ledger

@@ -6,6 +6,7 @@ invariant `check_ledger` checks."""
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import uuid
 from dataclasses import dataclass, field
@@ -50,6 +51,10 @@ class ModelAccount:
     @property
     def held(self) -> int:
         return sum(self.holds.values())
+
+    def refused(self, snapshot: list[ModelLot]) -> None:
+        """A refused posting changes nothing, not even the expiry it ran first."""
+        self.lots = snapshot
 
     def expire(self, now: dt.datetime) -> None:
         for lot in self.lots:
@@ -122,6 +127,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(amount=st.integers(1, 400))
     def debit(self, amount: int) -> None:
+        snapshot = copy.deepcopy(self.model.lots)
         self.model.expire(self.now)
         job = f"job-{self.jobs}"
         try:
@@ -129,6 +135,7 @@ class LedgerMachine(RuleBasedStateMachine):
                            job=postings.JobInfo(job), now=self.now)
         except postings.InsufficientCredits:
             assert self.model.balance - self.model.held < amount
+            self.model.refused(snapshot)
             return
         assert self.model.balance - self.model.held >= amount
         self.jobs += 1
@@ -137,12 +144,14 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(amount=st.integers(1, 300))
     def reserve(self, amount: int) -> None:
+        snapshot = copy.deepcopy(self.model.lots)
         self.model.expire(self.now)
         try:
             receipt = postings.reserve(self.account, amount, key=self._key(), operation="op", now=self.now,
                                        ttl=dt.timedelta(days=30))
         except postings.InsufficientCredits:
             assert self.model.balance - self.model.held < amount
+            self.model.refused(snapshot)
             return
         assert receipt.hold_id is not None
         self.model.holds[receipt.hold_id] = amount
@@ -151,12 +160,14 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(data=st.data(), amount=st.integers(0, 400))
     def settle(self, data: st.DataObject, amount: int) -> None:
         hold_id = data.draw(st.sampled_from(sorted(self.model.holds)))
+        snapshot = copy.deepcopy(self.model.lots)
         self.model.expire(self.now)
         others = self.model.held - self.model.holds[hold_id]
         try:
             postings.settle(self.account, hold_id, amount, key=self._key(), now=self.now)
         except postings.InsufficientCredits:
             assert self.model.balance - others < amount
+            self.model.refused(snapshot)
             return
         assert self.model.balance - others >= amount
         del self.model.holds[hold_id]
@@ -181,7 +192,8 @@ class LedgerMachine(RuleBasedStateMachine):
             with pytest.raises(postings.InvalidPosting):
                 postings.refund(self.account, job, amount, key=self._key(), operation="refund", now=self.now)
             return
-        receipt = postings.refund(self.account, job, amount, key=self._key(), operation="refund", now=self.now)
+        receipt = postings.refund(self.account, job, amount, key=self._key(), operation="refund",
+                                  now=self.now)
         credited = self.model.refund(job, amount, self.now)
         assert (receipt.amount, receipt.forfeited) == (credited, amount - credited)
         self.model.refunded[job] = self.model.refunded.get(job, 0) + amount

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-AREAS = ["ledger", "usage"]
+AREAS = ["ledger", "usage", "api"]
 
 
 def main() -> None:

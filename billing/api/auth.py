@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import time
+from typing import cast
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connection
+from django.db.models import Model
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja.security import HttpBearer
 
 from billing.api.errors import MissingScope, RateLimited
-from billing.models import ApiKey, Scope
+from billing.models import ApiKey, Organization, Plan, Scope, Subscription
+from ledger.models import Account
 
 # last_used_at is written at most this often per key, so reads do not all become writes.
 TOUCH_EVERY = dt.timedelta(seconds=30)
@@ -27,12 +32,7 @@ class ApiKeyAuth(HttpBearer):
         self.scope = scope
 
     def authenticate(self, request: HttpRequest, token: str) -> ApiKey | None:
-        key = (
-            ApiKey.objects.active()
-            .select_related("organization__account", "organization__subscription__plan")
-            .filter(hashed_key=ApiKey.hash(token))
-            .first()
-        )
+        key = find_active_key(ApiKey.hash(token))
         if key is None:
             return None  # ninja answers 401
         throttle(key)
@@ -41,6 +41,58 @@ class ApiKeyAuth(HttpBearer):
                                required_scope=str(self.scope))
         touch(key)
         return key
+
+
+# Every request runs this lookup, so it is one hand-written indexed query (the ORM spends
+# longer compiling a five-table select_related than PostgreSQL spends answering it); the
+# rows become ordinary model instances with their relations already cached.
+_JOINED: list[tuple[type[Model], str]] = [
+    (ApiKey, "k"), (Organization, "o"), (Account, "a"), (Subscription, "s"), (Plan, "p"),
+]
+
+
+@functools.cache
+def _lookup_sql() -> str:
+    q = connection.ops.quote_name
+    columns = ", ".join(
+        f"{alias}.{q(cast(str, field.column))}"
+        for model, alias in _JOINED for field in model._meta.concrete_fields
+    )
+    table = {alias: q(model._meta.db_table) for model, alias in _JOINED}
+    return (
+        f"SELECT {columns} FROM {table['k']} k"
+        f" JOIN {table['o']} o ON o.id = k.organization_id"
+        f" JOIN {table['a']} a ON a.id = o.account_id"
+        f" LEFT JOIN {table['s']} s ON s.organization_id = o.id"
+        f" LEFT JOIN {table['p']} p ON p.id = s.plan_id"
+        f" WHERE k.hashed_key = %s AND k.revoked_at IS NULL"
+    )
+
+
+def find_active_key(hashed_key: str) -> ApiKey | None:
+    """The unrevoked key with this hash, its organization, account, subscription and plan."""
+    with connection.cursor() as cursor:
+        cursor.execute(_lookup_sql(), [hashed_key])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    built: dict[type[Model], Model | None] = {}
+    start = 0
+    for model, _ in _JOINED:
+        fields = model._meta.concrete_fields
+        values = row[start : start + len(fields)]
+        start += len(fields)
+        built[model] = None if values[0] is None else model.from_db(
+            connection.alias, [f.attname for f in fields], list(values)
+        )
+    key, org = cast(ApiKey, built[ApiKey]), cast(Organization, built[Organization])
+    key.organization = org
+    org.account = cast(Account, built[Account])
+    subscription = cast(Subscription | None, built[Subscription])
+    if subscription is not None:
+        subscription.plan = cast(Plan, built[Plan])
+        org.subscription = subscription
+    return key
 
 
 def throttle(key: ApiKey) -> None:

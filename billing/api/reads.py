@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
-from django.db.models import QuerySet
+from django.db import connection
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Query, Router
@@ -15,7 +16,6 @@ from billing.api.schemas import (
     MAX_QUANTITY,
     OPERATION,
     BalanceOut,
-    EntryOut,
     Error,
     EstimateOut,
     HistoryOut,
@@ -27,7 +27,7 @@ from billing.api.schemas import (
 )
 from billing.models import ApiKey, Organization
 from ledger import postings
-from ledger.models import DailyRollup, Entry, Price
+from ledger.models import DailyRollup, Entry, Job, Price
 from ledger.periods import add_months, current_period, month_start
 
 router = Router(tags=["credits"], auth=READ)
@@ -42,40 +42,70 @@ def audit_window_days(org: Organization) -> int:
     return subscription.plan.audit_window_days if subscription else DEFAULT_AUDIT_WINDOW_DAYS
 
 
-def visible_entries(org: Organization, since: dt.datetime) -> QuerySet[Entry]:
-    """The account's entries inside the audit-trail window, newest (highest id) first.
-    Ids grow in posting order under the account lock, so they order the ledger exactly."""
-    return (
-        Entry.objects.filter(account_id=org.account_id, created_at__gte=since)
-        .select_related("job")
-        .order_by("-id")
+def visible_entries(
+    org: Organization, since: dt.datetime, limit: int, offset: int = 0, before_id: int | None = None
+) -> list[dict[str, Any]]:
+    """The account's entries inside the audit-trail window, newest (highest id) first, as
+    EntryOut fields. Ids grow in posting order under the account lock, so they order the
+    ledger exactly. Hand-written because every balance and history request runs it: the ORM
+    spends longer building twenty instances than the index scan takes."""
+    q = connection.ops.quote_name
+    entry, job = q(Entry._meta.db_table), q(Job._meta.db_table)
+    sql = (
+        f"SELECT e.id, e.created_at, e.operation, e.amount, e.balance_after, j.external_id,"
+        f" j.name, j.project, j.{q('user')}, j.resource_class"
+        f" FROM {entry} e LEFT JOIN {job} j ON j.id = e.job_id"
+        f" WHERE e.account_id = %s AND e.created_at >= %s"
     )
+    params: list[Any] = [org.account_id, since]
+    if before_id is not None:
+        sql += " AND e.id < %s"
+        params.append(before_id)
+    sql += " ORDER BY e.id DESC LIMIT %s OFFSET %s"
+    params += [limit, offset]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    return [
+        {
+            "id": pk, "created_at": _aware(created_at), "operation": operation, "amount": amount,
+            "balance_after": balance_after,
+            "job": None if external_id is None else {
+                "external_id": external_id, "name": name, "project": project, "user": user,
+                "resource_class": resource_class,
+            },
+        }
+        for (pk, created_at, operation, amount, balance_after, external_id, name, project, user,
+             resource_class) in rows
+    ]
 
 
-def entry_out(entry: Entry) -> EntryOut:
-    return EntryOut.model_validate(entry, from_attributes=True)
+def _aware(value: dt.datetime | str) -> dt.datetime:
+    # SQLite hands back naive UTC (or text) where PostgreSQL gives aware datetimes.
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value if timezone.is_aware(value) else value.replace(tzinfo=dt.UTC)
 
 
 @router.get("credits/balance", response={200: BalanceOut, **FAILURES})
-def balance(request: HttpRequest) -> BalanceOut:
+def balance(request: HttpRequest) -> dict[str, Any]:
     """The balance, what is available and held, the allowance and the last 20 entries."""
     key: ApiKey = request.auth  # type: ignore[attr-defined]
     org = key.organization
-    account = org.account
-    account.refresh_from_db(fields=["balance", "held", "unlimited"])
+    account = org.account  # read with the key, in this request
     now = timezone.now()
     since = now - dt.timedelta(days=audit_window_days(org))
     subscription = getattr(org, "subscription", None)
     next_period = add_months(current_period(now, account.tzinfo), 1)
-    return BalanceOut(
-        credits_remaining=account.balance,
-        credits_available=account.available,
-        credits_held=account.held,
-        credits_monthly_allowance=subscription.monthly_credits if subscription else None,
-        credits_reset_at=month_start(next_period, account.tzinfo),
-        unlimited=account.unlimited,
-        recent_history=[entry_out(e) for e in visible_entries(org, since)[:RECENT_HISTORY]],
-    )
+    return {
+        "credits_remaining": account.balance,
+        "credits_available": account.available,
+        "credits_held": account.held,
+        "credits_monthly_allowance": subscription.monthly_credits if subscription else None,
+        "credits_reset_at": month_start(next_period, account.tzinfo),
+        "unlimited": account.unlimited,
+        "recent_history": visible_entries(org, since, RECENT_HISTORY),
+    }
 
 
 @router.get("credits/history", response={200: HistoryOut, **FAILURES})
@@ -84,29 +114,26 @@ def history(
     limit: int = Query(50, ge=1, le=500),  # type: ignore[type-arg]
     offset: int = Query(0, ge=0, le=1_000_000),  # type: ignore[type-arg]
     before_id: int | None = Query(None, ge=1, le=MAX_BIGINT),  # type: ignore[type-arg]
-) -> HistoryOut:
+) -> dict[str, Any]:
     """Ledger entries newest first, within the plan's audit-trail window. For a stable walk
     while entries arrive, pass each page's ``next_before_id`` as ``before_id``."""
     key: ApiKey = request.auth  # type: ignore[attr-defined]
     org = key.organization
     days = audit_window_days(org)
     since = timezone.now() - dt.timedelta(days=days)
-    entries = visible_entries(org, since)
-    if before_id is not None:
-        entries = entries.filter(id__lt=before_id)
-    page = list(entries[offset : offset + limit + 1])
+    page = visible_entries(org, since, limit + 1, offset, before_id)
     has_more = len(page) > limit
     page = page[:limit]
-    return HistoryOut(
-        entries=[entry_out(e) for e in page],
-        limit=limit,
-        offset=offset,
-        before_id=before_id,
-        next_before_id=page[-1].pk if has_more else None,
-        has_more=has_more,
-        window_days=days,
-        window_start=since,
-    )
+    return {
+        "entries": page,
+        "limit": limit,
+        "offset": offset,
+        "before_id": before_id,
+        "next_before_id": page[-1]["id"] if has_more else None,
+        "has_more": has_more,
+        "window_days": days,
+        "window_start": since,
+    }
 
 
 @router.get("credits/estimate", response={200: EstimateOut, **FAILURES})

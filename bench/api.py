@@ -1,0 +1,189 @@
+"""`python -m bench api`: requests per second for `GET credits/balance` and `POST debits`
+against gunicorn on this machine, beside a trivial Django view (`/healthz`) in the same run.
+
+The load comes from a separate process (`python -m bench.api load SPEC`): a few processes of
+threads, each sending requests one after another over loopback, for a fixed time and at most
+a fixed count. Debits are spread over several organizations, as a real platform's are; one
+organization's debits serialize on its account row by design."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+HOST = "127.0.0.1"
+PORT = int(os.environ.get("BENCH_API_PORT", "8165"))
+WORKERS = int(os.environ.get("BENCH_API_WORKERS", str(max(2, (os.cpu_count() or 1) * 2))))
+WORKER_CLASS = os.environ.get("BENCH_API_WORKER_CLASS", "gthread")
+SECONDS = float(os.environ.get("BENCH_API_SECONDS", "5"))
+MAX_REQUESTS = 50_000
+LOAD_PROCESSES = 2
+THREADS_PER_PROCESS = 8
+ORGS = LOAD_PROCESSES * THREADS_PER_PROCESS
+TARGET = 0.5
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- The load generator (runs in its own process) ---------------------------------------
+
+
+def _worker(spec: dict[str, Any], keys: list[str], deadline: float, budget: int,
+            counts: dict[int, int], lock: threading.Lock) -> None:
+    body = json.dumps(spec["body"]).encode() if spec.get("body") is not None else None
+    conn: http.client.HTTPConnection | None = None
+    sent = 0
+    while time.monotonic() < deadline and sent < budget:
+        headers = {"Authorization": f"Bearer {keys[sent % len(keys)]}"} if keys else {}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            conn = conn or http.client.HTTPConnection(HOST, PORT, timeout=30)
+            conn.request(spec["method"], spec["path"], body=body, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            status = response.status
+            if response.will_close:
+                conn.close()
+                conn = None
+        except (OSError, http.client.HTTPException):
+            status = 0
+            if conn:
+                conn.close()
+            conn = None
+        sent += 1
+        with lock:
+            counts[status] = counts.get(status, 0) + 1
+
+
+def _process(spec: dict[str, Any], keys: list[str], queue: Any) -> None:
+    counts: dict[int, int] = {}
+    lock = threading.Lock()
+    deadline = time.monotonic() + spec["seconds"]
+    budget = spec["max_requests"] // (LOAD_PROCESSES * THREADS_PER_PROCESS)
+    threads = [
+        threading.Thread(target=_worker, args=(spec, keys[i::THREADS_PER_PROCESS] or keys,
+                                               deadline, budget, counts, lock))
+        for i in range(THREADS_PER_PROCESS)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    queue.put(counts)
+
+
+def load(spec: dict[str, Any]) -> dict[str, Any]:
+    keys: list[str] = spec.get("keys", [])
+    queue: Any = multiprocessing.Queue()
+    per_process = [keys[i::LOAD_PROCESSES] or keys for i in range(LOAD_PROCESSES)]
+    start = time.monotonic()
+    processes = [multiprocessing.Process(target=_process, args=(spec, per_process[i], queue))
+                 for i in range(LOAD_PROCESSES)]
+    for process in processes:
+        process.start()
+    totals: dict[int, int] = {}
+    for _ in processes:
+        for status, n in queue.get().items():
+            totals[status] = totals.get(status, 0) + n
+    for process in processes:
+        process.join()
+    elapsed = time.monotonic() - start
+    ok = sum(n for status, n in totals.items() if 200 <= status < 300)
+    return {"ok": ok, "statuses": totals, "seconds": elapsed, "rps": ok / elapsed}
+
+
+# --- The benchmark (Django is set up by bench.__main__) ---------------------------------
+
+
+def _make_keys() -> tuple[list[str], list[str]]:
+    from billing import demo
+    from billing.models import ApiKey, Organization, Plan, Scope, Subscription
+    from ledger import postings
+    from ledger.models import LotSource
+
+    demo.seed_catalog()
+    readers, writers = [], []
+    for n in range(ORGS):
+        slug = f"bench-api-{n}-{uuid.uuid4().hex[:6]}"
+        org = Organization.objects.create(name=slug, slug=slug)
+        Subscription.objects.create(organization=org, plan=Plan.objects.get(slug="professional"))
+        postings.post_top_up(org.account, 10**12, key="bench-funds", source=LotSource.PURCHASE,
+                             operation="credit_pack_bench")
+        readers.append(ApiKey.issue(org, name="bench", scopes=[Scope.ACCOUNT_READ])[1])
+        writers.append(ApiKey.issue(org, name="bench", scopes=[Scope.USAGE_WRITE])[1])
+    return readers, writers
+
+
+def _start_gunicorn() -> subprocess.Popen[bytes]:
+    env = {**os.environ, "DB_CONN_MAX_AGE": "60", "DJANGO_SETTINGS_MODULE": "billing.settings"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "billing.wsgi:application", "--workers", str(WORKERS),
+         "--worker-class", WORKER_CLASS, "--threads", "4" if WORKER_CLASS == "gthread" else "1",
+         "--bind", f"{HOST}:{PORT}", "--log-level", "warning", "--backlog", "1024"],
+        cwd=ROOT, env=env,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            conn = http.client.HTTPConnection(HOST, PORT, timeout=2)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().read() == b"ok":
+                return server
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError("gunicorn did not start") from None
+            time.sleep(0.2)
+
+
+def _measure(spec: dict[str, Any]) -> dict[str, Any]:
+    spec = {"seconds": SECONDS, "max_requests": MAX_REQUESTS, **spec}
+    warm = {**spec, "seconds": 1.0}
+    for one in (warm, spec):
+        result = subprocess.run(
+            [sys.executable, "-m", "bench.api", "load", json.dumps(one)], cwd=ROOT,
+            capture_output=True, text=True, timeout=spec["seconds"] + 60, check=True,
+        )
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    from bench.common import print_table
+
+    readers, writers = _make_keys()
+    server = _start_gunicorn()
+    try:
+        trivial = _measure({"method": "GET", "path": "/healthz"})
+        balance = _measure({"method": "GET", "path": "/api/v1/credits/balance", "keys": readers})
+        debits = _measure({"method": "POST", "path": "/api/v1/debits", "keys": writers,
+                           "body": {"operation": "image_inference", "quantity": 1}})
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    rows = []
+    for name, result in (("GET credits/balance", balance), ("POST debits", debits)):
+        bad = {s: n for s, n in result["statuses"].items() if not str(s).startswith("2")}
+        label = f"{name} req/s" + (f" (non-2xx: {bad})" if bad else "")
+        rows.append((label, f"{result['rps']:.0f}", f"{trivial['rps']:.0f} (/healthz)",
+                     f"{result['rps'] / trivial['rps']:.2f}", f">= {TARGET:.2f}"))
+    print_table(
+        f"api: gunicorn {WORKERS} {WORKER_CLASS} workers, {LOAD_PROCESSES}x{THREADS_PER_PROCESS} client "
+        f"threads, {SECONDS:.0f} s each, {ORGS} organizations",
+        rows,
+    )
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["load"]:
+    print(json.dumps(load(json.loads(sys.argv[2]))))

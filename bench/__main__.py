@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-AREAS = ["ledger", "usage", "api"]
+AREAS = ["ledger", "usage", "api", "close"]
 
 
 def main() -> None:

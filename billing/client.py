@@ -207,9 +207,14 @@ class Client:
         try:
             conn.request(method, url, body=payload, headers=headers)
             response = conn.getresponse()
-            data = json.loads(response.read() or b"null")
+            raw = response.read()
         finally:
             conn.close()
+        try:
+            data = json.loads(raw or b"null")
+        except ValueError:  # not the API's JSON: a proxy's or server's error page
+            text = raw.decode(errors="replace").strip()[:200]
+            raise TallyError(response.status, "http_error", text, {}) from None
         if response.status >= 400:
             error = (data or {}).get("error", {}) if isinstance(data, dict) else {}
             raise ERRORS.get(response.status, TallyError)(

@@ -6,12 +6,14 @@ import datetime as dt
 import functools
 import math
 import time
-from typing import cast
+from collections.abc import Callable
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.db.models import Model
+from django.db.models.expressions import Col
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja.security import HttpBearer
@@ -69,6 +71,24 @@ def _lookup_sql() -> str:
     )
 
 
+@functools.cache
+def _converters() -> list[tuple[Col, list[Callable[..., Any]]]]:
+    """What the ORM would apply to each column (SQLite hands back text JSON, naive times)."""
+    columns = []
+    for model, alias in _JOINED:
+        for field in model._meta.concrete_fields:
+            col = field.get_col(alias)
+            columns.append((col, connection.ops.get_db_converters(col) + field.get_db_converters(connection)))
+    return columns
+
+
+def _convert(value: Any, converters: tuple[Col, list[Callable[..., Any]]]) -> Any:
+    col, functions = converters
+    for function in functions:
+        value = function(value, col, connection)
+    return value
+
+
 def find_active_key(hashed_key: str) -> ApiKey | None:
     """The unrevoked key with this hash, its organization, account, subscription and plan."""
     with connection.cursor() as cursor:
@@ -76,6 +96,7 @@ def find_active_key(hashed_key: str) -> ApiKey | None:
         row = cursor.fetchone()
     if row is None:
         return None
+    row = [_convert(value, converters) for value, converters in zip(row, _converters(), strict=True)]
     built: dict[type[Model], Model | None] = {}
     start = 0
     for model, _ in _JOINED:

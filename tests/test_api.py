@@ -370,3 +370,29 @@ def test_openapi_schema_is_served(db) -> None:
     schema = Client().get("/api/v1/openapi.json").json()
     assert {"/api/v1/credits/balance", "/api/v1/debits", "/api/v1/holds/{hold_id}/settle",
             "/api/v1/gauges"} <= set(schema["paths"])
+
+
+def test_an_idempotency_key_used_for_a_debit_cannot_open_a_hold(org, key) -> None:
+    call("post", "debits", key, {"operation": "image_inference", "quantity": 2}, idempotency_key="k")
+    response = call("post", "holds", key, {"operation": "image_inference", "quantity": 2},
+                    idempotency_key="k")
+    assert response.status_code == 409
+    assert error(response)["fields"][0] == "action"
+    assert not Hold.objects.filter(account=org.account).exists()
+
+
+def test_a_refused_key_is_free_for_another_request(org, key) -> None:
+    refused = call("post", "debits", key, {"operation": "training_h100_per_minute", "quantity": 100},
+                   idempotency_key="k")
+    assert refused.status_code == 402
+    smaller = call("post", "debits", key, {"operation": "training_h100_per_minute", "quantity": 1},
+                   idempotency_key="k")
+    assert smaller.status_code == 201
+    assert smaller.json()["amount"] == -120
+
+
+def test_a_hold_expires_after_its_ttl(org, key) -> None:
+    hold = call("post", "holds", key, {"operation": "image_inference", "quantity": 5,
+                                       "ttl_seconds": 120}).json()
+    stored = Hold.objects.get(pk=hold["hold_id"])
+    assert (stored.expires_at - stored.created_at).total_seconds() == 120

@@ -396,3 +396,9 @@ def test_a_hold_expires_after_its_ttl(org, key) -> None:
                                        "ttl_seconds": 120}).json()
     stored = Hold.objects.get(pk=hold["hold_id"])
     assert (stored.expires_at - stored.created_at).total_seconds() == 120
+
+
+def test_an_unknown_endpoint_is_404_in_the_error_shape(key) -> None:
+    response = call("get", "credits/balances", key)
+    assert response.status_code == 404
+    assert error(response)["code"] == "not_found"

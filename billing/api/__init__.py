@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ninja import NinjaAPI
+from django.http import HttpRequest
+from ninja import NinjaAPI, Router
 
 from billing.api import errors, postings, reads
 
@@ -16,3 +17,15 @@ api = NinjaAPI(
 errors.register(api)
 api.add_router("", reads.router)
 api.add_router("", postings.router)
+
+fallback = Router()
+
+
+@fallback.api_operation(["GET", "POST", "PUT", "PATCH", "DELETE"], "/{path:path}", auth=None,
+                        include_in_schema=False)
+def unknown_endpoint(request: HttpRequest, path: str) -> None:
+    """Mounted last: any other path under /api/v1/ is a 404 in the API's error shape."""
+    raise errors.NotFound(f"No endpoint /api/v1/{path}; see /api/v1/openapi.json.")
+
+
+api.add_router("", fallback)

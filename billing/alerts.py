@@ -64,14 +64,11 @@ def _credits_changed(sender: Any, account: Account, available_before: int, **kwa
     have changed. Cheap when the organization has no thresholds (one query)."""
     if account.unlimited:
         return
-    thresholds = list(
-        AlertThreshold.objects.filter(organization__account_id=account.pk).select_related(
-            "organization__subscription__plan"
-        )
-    )
+    thresholds = list(AlertThreshold.objects.filter(organization__account_id=account.pk))
     if not thresholds:
         return
-    monthly = _monthly_credits(thresholds[0].organization)
+    org = Organization.objects.select_related("subscription__plan").get(account_id=account.pk)
+    monthly = _monthly_credits(org)
     available, period = account.available, current_period(timezone.now(), account.tzinfo)
     for threshold in thresholds:
         level = threshold_level(threshold, monthly)

@@ -40,7 +40,8 @@ def issue_invoice(org: Organization, period: dt.date, now: dt.datetime | None = 
             description=f"{purchase.pack.name}: {purchase.credits:,} credits",
             amount_cents=purchase.price_cents, purchase=purchase,
         ))
-    with transaction.atomic():
+    # Inside the month close's transaction this adds no savepoint; alone, it is one.
+    with transaction.atomic(savepoint=False):
         invoice = Invoice.objects.create(
             organization=org, period=period, number=invoice_number(org, period),
             currency=currency, total_cents=sum(line.amount_cents for line in lines),

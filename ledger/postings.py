@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from ledger.models import (
     Account,
@@ -359,8 +360,7 @@ def expire_lots(account: Account, now: dt.datetime | None = None) -> list[Entry]
     moment = now or timezone.now()
     with transaction.atomic():
         book = _Book(account)
-        due = [lot for lot in _lots_in_draw_order(book.account) if lot.is_expired_at(moment)]
-        entries = book.expire(due, moment)
+        entries = book.expire([lot for lot in book.lots if lot.is_expired_at(moment)], moment)
         book.flush()
     _copy_totals(book.account, account)
     return entries
@@ -438,8 +438,8 @@ class _Book:
     PostgreSQL (a pipeline), so the account row stays locked as briefly as possible."""
 
     def __init__(self, account: Account, job: Job | None = None) -> None:
-        self.account = Account.objects.select_for_update().get(pk=account.pk)
         self.job = job
+        self.account, self.lots = _lock_with_live_lots(account.pk)
         self.available_before = self.account.available
         self._rollups: dict[dt.date, list[int]] = {}
         self._draws: list[tuple[int, int, int]] = []
@@ -451,11 +451,10 @@ class _Book:
 
     def live_lots(self, moment: dt.datetime) -> list[Lot]:
         """The lots a posting may draw on; any already past expiry are expired first."""
-        lots = _lots_in_draw_order(self.account)
-        due = [lot for lot in lots if lot.is_expired_at(moment)]
+        due = [lot for lot in self.lots if lot.is_expired_at(moment)]
         if due:
             self.expire(due, moment)
-        return [lot for lot in lots if lot not in due]
+        return [lot for lot in self.lots if lot not in due]
 
     def pending_hold(self, hold_id: int) -> Hold:
         hold = Hold.objects.filter(account=self.account, pk=hold_id).first()
@@ -499,11 +498,12 @@ class _Book:
         """Write one entry and move the balance; the day's rollup follows at flush."""
         acct = self.account
         acct.balance += amount
-        entry = Entry.objects.create(
+        entry = Entry(
             account=acct, kind=kind, operation=operation, amount=amount,
             balance_after=acct.balance, created_at=moment, local_date=acct.local_date(moment),
             **fields,
         )
+        _insert_entry(entry)
         day = self._rollups.setdefault(entry.local_date, [0, 0, 0, 0, 0])
         column = _ROLLUP_COLUMNS.index(_rollup_column(EntryKind(kind)))
         # Debits and expiries are kept as positive figures in their columns.
@@ -639,7 +639,13 @@ class _Book:
             ))
         _execute_together(writes)
         if self._rollups or self._holds:
-            credits_changed.send(Account, account=acct, available_before=self.available_before)
+            # Listeners hear of it once the posting is committed, outside the lock; a
+            # posting rolled back is never heard of.
+            changed, before = Account(pk=acct.pk, slug=acct.slug, time_zone=acct.time_zone,
+                                      unlimited=acct.unlimited, balance=acct.balance,
+                                      held=acct.held), self.available_before
+            transaction.on_commit(lambda: credits_changed.send(
+                Account, account=changed, available_before=before))
 
 
 _ROLLUP_COLUMNS = ("top_ups", "credits_used", "refunds", "expired")
@@ -659,6 +665,73 @@ def _rollup_column(kind: EntryKind) -> str:
         EntryKind.REFUND: "refunds",
         EntryKind.EXPIRY: "expired",
     }[kind]
+
+
+_ENTRY_COLUMNS = ("account_id", "kind", "operation", "amount", "balance_after", "quantity", "job_id",
+                  "hold_id", "refund_of_expired", "memo", "created_at", "local_date")
+_LOT_COLUMNS = ("id", "source", "amount", "remaining", "expires_at", "expired", "created_at")
+
+
+def _lock_with_live_lots(account_id: int) -> tuple[Account, list[Lot]]:
+    """Lock the account row, then read its lots with credits left, in draw order: soonest
+    expiry first, never-expiring last, oldest first among equals.
+
+    Two statements on purpose: a statement that waited for the lock still reads other
+    tables as they were when it began, so the lots are read only once the lock is held."""
+    lock = "SELECT slug, time_zone, unlimited, balance, held FROM ledger_account WHERE id = %s"
+    if connection.features.has_select_for_update:
+        lock += " FOR UPDATE"
+    lots_sql = (
+        f"SELECT {', '.join(_LOT_COLUMNS)} FROM ledger_lot WHERE account_id = %s AND remaining > 0 "
+        "ORDER BY expires_at ASC NULLS LAST, created_at, id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(lock, [account_id])
+        row = cursor.fetchone()
+        if row is None:
+            raise Account.DoesNotExist(f"No account {account_id}.")
+        cursor.execute(lots_sql, [account_id])
+        lot_rows = cursor.fetchall()
+    slug, time_zone, unlimited, balance, held = row
+    account = Account(pk=account_id, slug=slug, time_zone=time_zone, unlimited=bool(unlimited),
+                      balance=balance, held=held)
+    account._state.adding = False
+    lots = []
+    for lot_row in lot_rows:
+        lot = Lot(account=account, **dict(zip(_LOT_COLUMNS, lot_row, strict=True)))
+        lot.expires_at = _aware(lot.expires_at)
+        lot.created_at = _aware(lot.created_at) or moment_unknown()
+        lot.expired = bool(lot.expired)
+        lot._state.adding = False
+        lots.append(lot)
+    return account, lots
+
+
+def moment_unknown() -> dt.datetime:
+    raise AssertionError("a lot always has a creation time")
+
+
+def _aware(value: Any) -> dt.datetime | None:
+    """A datetime column as read by a raw query: aware from PostgreSQL, naive UTC (or
+    text) from SQLite."""
+    if value is None:
+        return None
+    parsed = value if isinstance(value, dt.datetime) else parse_datetime(value)
+    assert parsed is not None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _insert_entry(entry: Entry) -> None:
+    ops = connection.ops
+    values = [getattr(entry, column) for column in _ENTRY_COLUMNS]
+    values[-2] = ops.adapt_datetimefield_value(entry.created_at)
+    values[-1] = ops.adapt_datefield_value(entry.local_date)
+    sql = (f"INSERT INTO ledger_entry ({', '.join(_ENTRY_COLUMNS)}) "
+           f"VALUES ({', '.join(['%s'] * len(values))}) RETURNING id")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        entry.pk = cursor.fetchone()[0]
+    entry._state.adding = False
 
 
 def _execute_together(writes: list[tuple[str, list[Any]]]) -> None:

@@ -51,4 +51,5 @@ def in_threads[T](calls: list[Callable[[], T]], workers: int = 50) -> list[T | B
 
 def assert_clean(account: Account) -> None:
     account.refresh_from_db()
-    assert account_breaks(account) == []
+    breaks = account_breaks(account)
+    assert breaks == [], "\n".join(breaks)

@@ -7,8 +7,11 @@ import datetime as dt
 from io import StringIO
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError, transaction
+from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 
 from billing import closing, demo
@@ -196,6 +199,12 @@ def test_demo_past_months_are_closed_by_the_close() -> None:
         assert org.invoices.count() == 2
         assert all(s.days.exists() for s in statements)
     assert ledger_breaks() == []
+    client = Client()
+    client.force_login(User.objects.get(username="demo-standard-manager"))
+    org = Organization.objects.get(slug="demo-standard")
+    for period in past_months(org, 2):
+        page = client.get(reverse("usage", args=[org.slug]), {"period": f"{period:%Y-%m}"})
+        assert f"Statement for {period:%B %Y}" in page.text
     entries = Entry.objects.count()
     demo.seed(log=lambda line: None)
     assert Entry.objects.count() == entries

@@ -396,7 +396,7 @@ def _posting(
 ) -> Receipt:
     if not key or len(key) > 255:
         raise InvalidPosting("An idempotency key of 1 to 255 characters is required.")
-    first = IdempotencyRecord.objects.filter(account_id=account.pk, key=key).first()
+    first = _first_result(account.pk, key)
     if first is not None:
         return _replay(first, key, action, params)
     try:
@@ -409,12 +409,28 @@ def _posting(
     except (LedgerError, IntegrityError):
         # The same key may have been posted by a concurrent retry that took the lock
         # first (its record is unique): then answer exactly as it was answered.
-        first = IdempotencyRecord.objects.filter(account_id=account.pk, key=key).first()
+        first = _first_result(account.pk, key)
         if first is None:
             raise
         return _replay(first, key, action, params)
     _copy_totals(book.account, account)
     return receipt
+
+
+def _first_result(account_id: int, key: str) -> IdempotencyRecord | None:
+    """What was recorded against ``key`` on this account, if anything. Every posting asks
+    this first, so it is a plain query."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT action, params, result FROM ledger_idempotencyrecord "
+            f"WHERE account_id = %s AND {connection.ops.quote_name('key')} = %s", [account_id, key])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    action, params, result = (v if isinstance(v, dict | None) or i == 0 else json.loads(v)
+                              for i, v in enumerate(row))
+    return IdempotencyRecord(account_id=account_id, key=key, action=action, params=params,
+                             result=result)
 
 
 def _replay(first: IdempotencyRecord, key: str, action: str, params: dict[str, Any]) -> Receipt:
@@ -757,8 +773,18 @@ def _require_positive(amount: int) -> None:
 
 
 def _job(account: Account, info: JobInfo | None) -> Job | None:
+    """The account's job with this external id, made on first sight. Its first description
+    stays; later postings for the same job only refer to it."""
     if info is None:
         return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM ledger_job WHERE account_id = %s AND external_id = %s",
+                       [account.pk, info.external_id])
+        row = cursor.fetchone()
+    if row is not None:
+        job = Job(pk=row[0], account_id=account.pk, external_id=info.external_id)
+        job._state.adding = False
+        return job
     job, _ = Job.objects.get_or_create(
         account_id=account.pk,
         external_id=info.external_id,

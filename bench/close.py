@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/4")
 TARGET_S = 60.0
+QUEUE = "bench-close"  # apart from the tests' queue on the same Redis database
 
 
 def _period() -> tuple[dt.date, dt.datetime]:
@@ -135,7 +136,8 @@ def workers(count: int) -> Iterator[None]:
     """``count`` real worker processes (one pool process each) on the bench database."""
     from billing.celery import app
 
-    env = {**os.environ, "REDIS_URL": REDIS_URL, "DB_CONN_MAX_AGE": "600", "LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "REDIS_URL": REDIS_URL, "DB_CONN_MAX_AGE": "600", "LOG_LEVEL": "WARNING",
+           "CELERY_QUEUE": QUEUE}
     celery = str(Path(sys.executable).parent / "celery")
     procs = [
         subprocess.Popen(
@@ -193,6 +195,7 @@ def main() -> None:
 
     app.conf.broker_url = REDIS_URL
     app.conf.result_backend = REDIS_URL
+    app.conf.task_default_queue = QUEUE
     small, large = int(os.environ.get("BENCH_CLOSE_SMALL", 1_000)), int(
         os.environ.get("BENCH_CLOSE_LARGE", 10_000))
     rows = []

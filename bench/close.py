@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/4")
 TARGET_S = 60.0
 QUEUE = "bench-close"  # apart from the tests' queue on the same Redis database
+# Pool processes per worker (BENCH_CLOSE_CONCURRENCY): one, so "two workers" is twice the processes.
+CONCURRENCY = int(os.environ.get("BENCH_CLOSE_CONCURRENCY", 1))
 
 
 def _period() -> tuple[dt.date, dt.datetime]:
@@ -133,7 +135,7 @@ def baseline_close(prefix: str) -> tuple[int, float]:
 
 @contextlib.contextmanager
 def workers(count: int) -> Iterator[None]:
-    """``count`` real worker processes (one pool process each) on the bench database."""
+    """``count`` real workers (``CONCURRENCY`` pool processes each) on the bench database."""
     from billing.celery import app
 
     env = {**os.environ, "REDIS_URL": REDIS_URL, "DB_CONN_MAX_AGE": "600", "LOG_LEVEL": "WARNING",
@@ -141,7 +143,7 @@ def workers(count: int) -> Iterator[None]:
     celery = str(Path(sys.executable).parent / "celery")
     procs = [
         subprocess.Popen(
-            [celery, "-A", "billing", "worker", "--concurrency", "1", "--loglevel", "WARNING",
+            [celery, "-A", "billing", "worker", "--concurrency", str(CONCURRENCY), "--loglevel", "WARNING",
              "--prefetch-multiplier", "4",
              "--without-gossip", "--without-mingle", "--without-heartbeat",
              "--hostname", f"bench-close-{n}@localhost"],

@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
-from django.db import transaction
+from django.db import connection, transaction
 from django.dispatch import receiver
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -62,7 +62,7 @@ def _monthly_credits(org: Organization) -> int | None:
 def _credits_changed(sender: Any, account: Account, available_before: int, **kwargs: Any) -> None:
     """Inside the posting's transaction: enqueue an evaluation if a threshold's state may
     have changed. Cheap when the organization has no thresholds (one query)."""
-    if account.unlimited:
+    if account.unlimited or not _has_thresholds(account.pk):
         return
     thresholds = list(AlertThreshold.objects.filter(organization__account_id=account.pk))
     if not thresholds:
@@ -78,6 +78,15 @@ def _credits_changed(sender: Any, account: Account, available_before: int, **kwa
         if threshold.below != is_below or (is_below and threshold.last_alert_period != period):
             transaction.on_commit(functools.partial(_enqueue, account.pk))
             return
+
+
+def _has_thresholds(account_id: int) -> bool:
+    """Most organizations set no thresholds and every posting asks, so ask plainly."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM billing_alertthreshold t JOIN billing_organization o "
+            "ON o.id = t.organization_id WHERE o.account_id = %s LIMIT 1", [account_id])
+        return cursor.fetchone() is not None
 
 
 def _enqueue(account_id: int) -> None:

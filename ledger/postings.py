@@ -455,8 +455,9 @@ class _Book:
 
     def __init__(self, account: Account, job: Job | None = None) -> None:
         self.job = job
-        self.account, self.lots = _lock_with_live_lots(account.pk)
+        self.account, self.lots, self._entry_ids = _lock_with_live_lots(account.pk)
         self.available_before = self.account.available
+        self._entries: list[Entry] = []
         self._rollups: dict[dt.date, list[int]] = {}
         self._draws: list[tuple[int, int, int]] = []
         self._lots: dict[int, Lot] = {}
@@ -519,7 +520,11 @@ class _Book:
             balance_after=acct.balance, created_at=moment, local_date=acct.local_date(moment),
             **fields,
         )
-        _insert_entry(entry)
+        entry.pk = self._entry_ids.pop() if self._entry_ids else _next_entry_id()
+        if entry.pk is None:
+            _insert_entry(entry)  # no sequence to draw ids from (SQLite): insert it now
+        else:
+            self._entries.append(entry)
         day = self._rollups.setdefault(entry.local_date, [0, 0, 0, 0, 0])
         column = _ROLLUP_COLUMNS.index(_rollup_column(EntryKind(kind)))
         # Debits and expiries are kept as positive figures in their columns.
@@ -624,10 +629,9 @@ class _Book:
     def flush(self) -> None:
         """Send the gathered writes, then tell listeners the credits changed."""
         ops, acct = connection.ops, self.account
-        writes: list[tuple[str, list[Any]]] = [
-            ("UPDATE ledger_account SET balance = %s, held = %s WHERE id = %s",
-             [acct.balance, acct.held, acct.pk]),
-        ]
+        writes: list[tuple[str, list[Any]]] = [_entry_insert(entry) for entry in self._entries]
+        writes.append(("UPDATE ledger_account SET balance = %s, held = %s WHERE id = %s",
+                       [acct.balance, acct.held, acct.pk]))
         for date, (top_ups, used, refunds, expired, balance) in self._rollups.items():
             writes.append((_ROLLUP_UPSERT, [acct.pk, ops.adapt_datefield_value(date), top_ups,
                                             used, refunds, expired, balance]))
@@ -654,6 +658,8 @@ class _Book:
                  ops.adapt_datetimefield_value(timezone.now())],
             ))
         _execute_together(writes)
+        for entry in self._entries:
+            entry._state.adding = False
         if self._rollups or self._holds:
             # Listeners hear of it once the posting is committed, outside the lock; a
             # posting rolled back is never heard of.
@@ -688,26 +694,39 @@ _ENTRY_COLUMNS = ("account_id", "kind", "operation", "amount", "balance_after", 
 _LOT_COLUMNS = ("id", "source", "amount", "remaining", "expires_at", "expired", "created_at")
 
 
-def _lock_with_live_lots(account_id: int) -> tuple[Account, list[Lot]]:
-    """Lock the account row, then read its lots with credits left, in draw order: soonest
-    expiry first, never-expiring last, oldest first among equals.
+_NEXT_ENTRY_ID = "SELECT nextval(pg_get_serial_sequence('ledger_entry', 'id'))"
 
-    Two statements on purpose: a statement that waited for the lock still reads other
-    tables as they were when it began, so the lots are read only once the lock is held."""
+
+def _lock_with_live_lots(account_id: int) -> tuple[Account, list[Lot], list[int | None]]:
+    """Lock the account row, then read its lots with credits left, in draw order: soonest
+    expiry first, never-expiring last, oldest first among equals. On PostgreSQL also take
+    an id for the entry the posting will most likely write; the three go in one pipeline.
+
+    The lots are read by a statement of their own on purpose: a statement that waited for
+    the lock still reads other tables as they were when it began."""
     lock = "SELECT slug, time_zone, unlimited, balance, held FROM ledger_account WHERE id = %s"
-    if connection.features.has_select_for_update:
-        lock += " FOR UPDATE"
     lots_sql = (
         f"SELECT {', '.join(_LOT_COLUMNS)} FROM ledger_lot WHERE account_id = %s AND remaining > 0 "
         "ORDER BY expires_at ASC NULLS LAST, created_at, id"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(lock, [account_id])
-        row = cursor.fetchone()
-        if row is None:
-            raise Account.DoesNotExist(f"No account {account_id}.")
-        cursor.execute(lots_sql, [account_id])
-        lot_rows = cursor.fetchall()
+    entry_ids: list[int | None] = []
+    if connection.vendor == "postgresql":
+        with connection.cursor() as locking, connection.cursor() as reading, \
+                connection.cursor() as numbering, connection.wrap_database_errors, \
+                connection.connection.pipeline():
+            locking.execute(lock + " FOR UPDATE", [account_id])
+            reading.execute(lots_sql, [account_id])
+            numbering.execute(_NEXT_ENTRY_ID)
+            row, lot_rows = locking.fetchone(), reading.fetchall()
+            entry_ids.append(numbering.fetchone()[0])
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(lock, [account_id])
+            row = cursor.fetchone()
+            cursor.execute(lots_sql, [account_id])
+            lot_rows = cursor.fetchall()
+    if row is None:
+        raise Account.DoesNotExist(f"No account {account_id}.")
     slug, time_zone, unlimited, balance, held = row
     account = Account(pk=account_id, slug=slug, time_zone=time_zone, unlimited=bool(unlimited),
                       balance=balance, held=held)
@@ -720,7 +739,16 @@ def _lock_with_live_lots(account_id: int) -> tuple[Account, list[Lot]]:
         lot.expired = bool(lot.expired)
         lot._state.adding = False
         lots.append(lot)
-    return account, lots
+    return account, lots, entry_ids
+
+
+def _next_entry_id() -> int | None:
+    """A further entry id, from the sequence where the database has one."""
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(_NEXT_ENTRY_ID)
+        return int(cursor.fetchone()[0])
 
 
 def moment_unknown() -> dt.datetime:
@@ -737,15 +765,26 @@ def _aware(value: Any) -> dt.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
-def _insert_entry(entry: Entry) -> None:
+def _entry_insert(entry: Entry) -> tuple[str, list[Any]]:
+    """The INSERT for an entry whose id was taken from the sequence already."""
+    columns = ("id", *_ENTRY_COLUMNS)
+    return (f"INSERT INTO ledger_entry ({', '.join(columns)}) "
+            f"VALUES ({', '.join(['%s'] * len(columns))})", [entry.pk, *_entry_values(entry)])
+
+
+def _entry_values(entry: Entry) -> list[Any]:
     ops = connection.ops
     values = [getattr(entry, column) for column in _ENTRY_COLUMNS]
     values[-2] = ops.adapt_datetimefield_value(entry.created_at)
     values[-1] = ops.adapt_datefield_value(entry.local_date)
+    return values
+
+
+def _insert_entry(entry: Entry) -> None:
     sql = (f"INSERT INTO ledger_entry ({', '.join(_ENTRY_COLUMNS)}) "
-           f"VALUES ({', '.join(['%s'] * len(values))}) RETURNING id")
+           f"VALUES ({', '.join(['%s'] * len(_ENTRY_COLUMNS))}) RETURNING id")
     with connection.cursor() as cursor:
-        cursor.execute(sql, values)
+        cursor.execute(sql, _entry_values(entry))
         entry.pk = cursor.fetchone()[0]
     entry._state.adding = False
 

@@ -39,5 +39,6 @@ class Command(BaseCommand):
                     f"{org.slug} {result.period:%Y-%m}: closed, closing balance "
                     f"{statement.closing_balance:,}, invoice {result.invoice}"
                 )
-            if through is not None and not results:
-                self.stdout.write(f"{org.slug} {through:%Y-%m}: nothing to close")
+            if not results:
+                month = f" {through:%Y-%m}" if through is not None else ""
+                self.stdout.write(f"{org.slug}{month}: nothing to close")

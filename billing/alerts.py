@@ -60,8 +60,10 @@ def _monthly_credits(org: Organization) -> int | None:
 
 @receiver(credits_changed, dispatch_uid="billing.alerts.credits_changed")
 def _credits_changed(sender: Any, account: Account, available_before: int, **kwargs: Any) -> None:
-    """Inside the posting's transaction: enqueue an evaluation if a threshold's state may
-    have changed. Cheap when the organization has no thresholds (one query)."""
+    """Enqueue an evaluation if a threshold's state may have changed. The ledger sends
+    the signal once the posting commits (a rolled-back posting sends none), and
+    ``on_commit`` defers the task until any transaction around this one commits too.
+    Cheap when the organization has no thresholds (one query)."""
     if account.unlimited or not _has_thresholds(account.pk):
         return
     thresholds = list(AlertThreshold.objects.filter(organization__account_id=account.pk))

@@ -8,14 +8,15 @@ rolls back, so it stores nothing, not even its key.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -358,7 +359,7 @@ def refund(
 def expire_lots(account: Account, now: dt.datetime | None = None) -> list[Entry]:
     """Post one ``expiry`` entry per lot past its expiry, for exactly what remained."""
     moment = now or timezone.now()
-    with transaction.atomic():
+    with _pipelined(), transaction.atomic():
         book = _Book(account)
         entries = book.expire([lot for lot in book.lots if lot.is_expired_at(moment)], moment)
         book.flush()
@@ -372,7 +373,7 @@ def release_expired_holds(now: dt.datetime | None = None) -> int:
     released = 0
     due = Hold.objects.filter(status=HoldStatus.PENDING, expires_at__lte=moment)
     for hold_id, account_id in due.values_list("id", "account_id"):
-        with transaction.atomic():
+        with _pipelined(), transaction.atomic():
             book = _Book(Account(pk=account_id))
             hold = Hold.objects.get(pk=hold_id)
             if hold.status == HoldStatus.PENDING:
@@ -400,15 +401,16 @@ def _posting(
     if first is not None:
         return _replay(first, key, action, params)
     try:
-        with transaction.atomic():
+        with _pipelined(), transaction.atomic():
             # The job row is found or made before the lock, so the lock is held briefly.
             book = _Book(account, job=_job(account, job))
             receipt = apply(book, now or timezone.now())
             book.record(key, action, params, receipt)
             book.flush()
-    except (LedgerError, IntegrityError):
+    except (LedgerError, DatabaseError):
         # The same key may have been posted by a concurrent retry that took the lock
-        # first (its record is unique): then answer exactly as it was answered.
+        # first (its record is unique, so ours failed; in a pipeline the failure shows
+        # as the pipeline aborted): then answer exactly as it was answered.
         first = _first_result(account.pk, key)
         if first is None:
             raise
@@ -711,9 +713,9 @@ def _lock_with_live_lots(account_id: int) -> tuple[Account, list[Lot], list[int 
     )
     entry_ids: list[int | None] = []
     if connection.vendor == "postgresql":
+        # In a pipeline (see _pipelined) the three travel together.
         with connection.cursor() as locking, connection.cursor() as reading, \
-                connection.cursor() as numbering, connection.wrap_database_errors, \
-                connection.connection.pipeline():
+                connection.cursor() as numbering:
             locking.execute(lock + " FOR UPDATE", [account_id])
             reading.execute(lots_sql, [account_id])
             numbering.execute(_NEXT_ENTRY_ID)
@@ -790,15 +792,27 @@ def _insert_entry(entry: Entry) -> None:
 
 
 def _execute_together(writes: list[tuple[str, list[Any]]]) -> None:
-    """Run statements whose results nobody reads; on PostgreSQL in one pipeline."""
+    """Run statements whose results nobody reads. In a pipeline (see ``_pipelined``) they
+    are only queued, and travel to the server with the COMMIT."""
     with connection.cursor() as cursor:
-        if connection.vendor != "postgresql":
-            for sql, params in writes:
-                cursor.execute(sql, params)
-            return
-        with connection.wrap_database_errors, connection.connection.pipeline():
-            for sql, params in writes:
-                cursor.execute(sql, params)
+        for sql, params in writes:
+            cursor.execute(sql, params)
+
+
+@contextlib.contextmanager
+def _pipelined() -> Iterator[None]:
+    """Pipeline mode for a posting's own transaction on PostgreSQL: a statement whose
+    result is not read waits for the next one that is, so the account lock is held for
+    two round trips (lock and read; writes and COMMIT), like the plainest possible debit.
+
+    Not inside an enclosing transaction: there the writes would only be sent after its
+    savepoint was released, and an error could no longer be rolled back to it."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        yield
+        return
+    connection.ensure_connection()
+    with connection.wrap_database_errors, connection.connection.pipeline():
+        yield
 
 
 def _copy_totals(source: Account, target: Account) -> None:

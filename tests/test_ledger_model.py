@@ -20,7 +20,9 @@ from ledger import postings
 from ledger.checks import account_breaks
 from ledger.models import Account, Lot, LotSource
 
-pytestmark = [pytest.mark.ledger, pytest.mark.django_db]
+# Transactional, so each posting commits the way it does in production (on PostgreSQL,
+# in pipeline mode); every example works on an account of its own.
+pytestmark = [pytest.mark.ledger, pytest.mark.django_db(transaction=True)]
 
 START = dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC)
 

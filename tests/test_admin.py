@@ -1,0 +1,57 @@
+"""Staff work in the Django admin; a manual adjustment there is a new entry, never an edit."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.urls import reverse
+
+from ledger.models import Account, Entry, EntryKind
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff_client() -> Client:
+    staff = get_user_model().objects.create_superuser("staff", "staff@example.com", "pw-staff-123")
+    client = Client()
+    client.force_login(staff)
+    return client
+
+
+def _adjust(client: Client, account: Account, amount: str, memo: str):  # type: ignore[no-untyped-def]
+    url = reverse("admin:ledger_account_change", args=[account.pk])
+    return client.post(url, {"time_zone": account.time_zone, "adjust_by": amount, "adjust_memo": memo},
+                       follow=True)
+
+
+def test_a_manual_adjustment_in_the_admin_is_posted_as_an_entry(staff_client, org) -> None:
+    before = list(Entry.objects.filter(account=org.account).values_list("id", "amount", "balance_after"))
+    response = _adjust(staff_client, org.account, "-300", "Duplicate pack refunded by card")
+    assert response.status_code == 200
+    assert "Posted an adjustment of -300" in response.text
+    entry = Entry.objects.filter(account=org.account).latest("id")
+    assert (entry.kind, entry.amount, entry.balance_after) == (EntryKind.ADJUSTMENT, -300, 4_700)
+    assert entry.memo.startswith("Duplicate pack refunded by card")
+    # The earlier entries are exactly as they were.
+    assert list(Entry.objects.filter(account=org.account, id__lte=before[-1][0])
+                .values_list("id", "amount", "balance_after")) == before
+    org.account.refresh_from_db()
+    assert org.account.balance == 4_700
+
+
+def test_an_adjustment_needs_a_reason_and_changes_nothing_without_one(staff_client, org) -> None:
+    count = Entry.objects.count()
+    response = _adjust(staff_client, org.account, "500", "")
+    assert "Say why the balance is adjusted." in response.text
+    assert Entry.objects.count() == count
+
+
+def test_entries_cannot_be_edited_or_deleted_in_the_admin(staff_client, org) -> None:
+    entry = Entry.objects.filter(account=org.account).first()
+    assert entry is not None
+    change = staff_client.post(reverse("admin:ledger_entry_change", args=[entry.pk]), {"amount": 1})
+    delete = staff_client.post(reverse("admin:ledger_entry_delete", args=[entry.pk]), {"post": "yes"})
+    assert change.status_code == 403 and delete.status_code == 403
+    assert Entry.objects.get(pk=entry.pk).amount == entry.amount

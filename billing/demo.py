@@ -193,7 +193,8 @@ def post_job(org: Organization, rng: random.Random, demo: DemoOrg, number: int,
         operation = rng.choice(["image_generate_imagen_fast", "image_edit_gemini_flash",
                                 "image_inference", "sam3_per_minute"])
         quantity = rng.randint(5, 120)
-        name, resource = f"{project}-{operation.split('_')[0]}-{number:04d}", operation.split("_")[-1]
+        resource = next(row[5] for row in PRICES if row[0] == operation)
+        name = f"{project}-{operation.split('_')[0]}-{number:04d}"
         gpu = ""
     amount = postings.quote(operation, quantity)
     job = postings.JobInfo(f"{demo.slug}-job-{number:05d}", name, project,

@@ -48,3 +48,16 @@ def test_repeated_failed_sign_ins_lock_the_account(manager) -> None:
     response = client.post(reverse("login"), {"username": manager.username, "password": PASSWORD})
     assert response.status_code == 429
     assert "Too many sign-in attempts" in response.text
+
+
+def test_a_member_is_told_the_page_is_for_managers(member_client, member, org) -> None:
+    response = member_client.get(f"/orgs/{org.slug}/usage/")
+    assert response.status_code == 403
+    assert "Managers only" in response.text
+    assert member.username in response.text  # still inside the frame, with the profile menu
+
+
+def test_an_outsider_gets_a_plain_not_found(outsider_client, org) -> None:
+    response = outsider_client.get(f"/orgs/{org.slug}/billing/")
+    assert response.status_code == 404
+    assert "Not found" in response.text and org.name not in response.text

@@ -43,7 +43,7 @@ run: venv
 	$(BIN)/python manage.py seed_demo
 	@echo
 	@echo "Tally is starting at http://127.0.0.1:$(PORT)/  (Ctrl-C stops web, worker and scheduler)"
-	PORT=$(PORT) $(BIN)/honcho start -f Procfile
+	PORT=$(PORT) SITE_URL=$${SITE_URL:-http://127.0.0.1:$(PORT)} $(BIN)/honcho start -f Procfile
 
 lint: venv
 	$(BIN)/ruff check .

@@ -737,7 +737,9 @@ def _lock_with_live_lots(account_id: int) -> tuple[Account, list[Lot], list[int 
     for lot_row in lot_rows:
         lot = Lot(account=account, **dict(zip(_LOT_COLUMNS, lot_row, strict=True)))
         lot.expires_at = _aware(lot.expires_at)
-        lot.created_at = _aware(lot.created_at) or moment_unknown()
+        created_at = _aware(lot.created_at)
+        assert created_at is not None  # a lot always has a creation time
+        lot.created_at = created_at
         lot.expired = bool(lot.expired)
         lot._state.adding = False
         lots.append(lot)
@@ -751,10 +753,6 @@ def _next_entry_id() -> int | None:
     with connection.cursor() as cursor:
         cursor.execute(_NEXT_ENTRY_ID)
         return int(cursor.fetchone()[0])
-
-
-def moment_unknown() -> dt.datetime:
-    raise AssertionError("a lot always has a creation time")
 
 
 def _aware(value: Any) -> dt.datetime | None:

@@ -63,6 +63,7 @@ class DemoOrg:
     jobs_per_day: tuple[int, int]
     minutes: tuple[int, int]
     gpus: tuple[str, ...]
+    custom_allocation: int | None = None  # Enterprise terms: credits granted each month
 
 
 ORGS = [
@@ -72,7 +73,7 @@ ORGS = [
     DemoOrg("demo-pro", "Demo Pro Robotics", "professional", "Europe/Berlin", 120.0, 9,
             (2, 6), (3, 20), ("a10g", "a100", "h100")),
     DemoOrg("demo-enterprise", "Demo Enterprise Vision", "enterprise", "Asia/Tokyo", 860.0, 42,
-            (3, 8), (5, 40), ("a100", "h100")),
+            (3, 8), (5, 40), ("a100", "h100"), custom_allocation=300_000),
 ]
 
 PROJECTS = ["shelf-detector", "defect-segmentation", "catalog-images", "support-assistant",
@@ -118,7 +119,8 @@ def create_org(demo: DemoOrg) -> Organization:
         name=demo.name, slug=demo.slug, time_zone=demo.time_zone,
         storage_bytes=int(demo.storage_gb * GB), deployments=demo.deployments,
     )
-    Subscription.objects.create(organization=org, plan=Plan.objects.get(slug=demo.plan))
+    Subscription.objects.create(organization=org, plan=Plan.objects.get(slug=demo.plan),
+                                monthly_credits_override=demo.custom_allocation)
     User = get_user_model()
     for role in (Role.MANAGER, Role.MEMBER):
         user, created = User.objects.get_or_create(

@@ -153,7 +153,9 @@ class Subscription(models.Model):
 
     @property
     def unlimited(self) -> bool:
-        return self.plan.unlimited and self.monthly_credits_override is None
+        """Never refused for credits. An unlimited plan stays unlimited whatever monthly
+        allocation its custom terms grant (Enterprise: an allocation, overage invoiced)."""
+        return self.plan.unlimited
 
     @property
     def monthly_credits(self) -> int | None:

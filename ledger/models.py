@@ -118,7 +118,9 @@ class EntryQuerySet(models.QuerySet["Entry"]):
 class Entry(models.Model):
     """One posting. Signed: < 0 consumed credits, > 0 added them. Never edited."""
 
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
+    # Indexed by the composite indexes below, which all start with the account.
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries",
+                                db_index=False)
     kind = models.CharField(max_length=16, choices=EntryKind.choices)
     operation = models.CharField(max_length=100)
     amount = models.BigIntegerField()
@@ -134,7 +136,7 @@ class Entry(models.Model):
         default=0, help_text="For a refund: the share that came from lots since expired."
     )
     memo = models.CharField(max_length=500, blank=True)
-    created_at = models.DateTimeField(db_index=True)
+    created_at = models.DateTimeField()
     local_date = models.DateField(help_text="The day in the account's time zone.")
 
     objects = EntryQuerySet.as_manager()
@@ -164,9 +166,6 @@ class LotDraw(models.Model):
     entry = models.ForeignKey(Entry, on_delete=models.PROTECT, related_name="draws")
     lot = models.ForeignKey(Lot, on_delete=models.PROTECT, related_name="draws")
     amount = models.BigIntegerField()
-
-    class Meta:
-        indexes = [models.Index(fields=["lot"], name="lotdraw_lot_idx")]
 
     def __str__(self) -> str:
         return f"entry {self.entry_id} {self.amount:+d} on lot {self.lot_id}"
@@ -227,7 +226,8 @@ class Price(models.Model):
 class DailyRollup(models.Model):
     """Per account and local day, kept in the same transaction as each entry."""
 
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="daily_rollups")
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="daily_rollups",
+                                db_index=False)  # the unique (account, date) index serves
     date = models.DateField()
     top_ups = models.BigIntegerField(default=0)
     credits_used = models.BigIntegerField(default=0)
@@ -248,7 +248,8 @@ class DailyRollup(models.Model):
 class IdempotencyRecord(models.Model):
     """The first result of a posting, kept against its key. Refused requests store nothing."""
 
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="idempotency")
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="idempotency",
+                                db_index=False)  # the unique (account, key) index serves
     key = models.CharField(max_length=255)
     action = models.CharField(max_length=32)
     params = models.JSONField()

@@ -165,10 +165,12 @@ CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "celery")
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # The scheduler: the month close fans out hourly (each organization closes once its own
-# local month has ended); holds past their expiry are released every five minutes.
+# local month has ended); holds and lots past their expiry are released and expired every
+# five minutes.
 CELERY_BEAT_SCHEDULE = {
     "close-due-months": {"task": "billing.close_due_months", "schedule": 3600.0},
     "release-stale-holds": {"task": "billing.release_stale_holds", "schedule": 300.0},
+    "expire-due-lots": {"task": "billing.expire_due_lots", "schedule": 300.0},
 }
 
 # The cache holds the API's per-key request counts: Redis when REDIS_URL is set, so every

@@ -49,6 +49,12 @@ def release_stale_holds() -> int:
     return postings.release_expired_holds()
 
 
+@shared_task(name="billing.expire_due_lots", acks_late=True)
+def expire_due_lots() -> int:
+    """Lots that expire mid-month (promotions) stop counting without waiting for a posting."""
+    return postings.expire_due_lots()
+
+
 @shared_task(name="billing.send_credit_alerts")
 def send_credit_alerts(account_id: int) -> list[str]:
     """Update the account's thresholds and email the managers about each crossing."""

@@ -367,6 +367,15 @@ def expire_lots(account: Account, now: dt.datetime | None = None) -> list[Entry]
     return entries
 
 
+def expire_due_lots(now: dt.datetime | None = None) -> int:
+    """Expire every lot past its expiry on every account, so balances never count dead
+    credits while an account is quiet. Returns how many expiry entries were posted."""
+    moment = now or timezone.now()
+    due = (Lot.objects.filter(remaining__gt=0, expires_at__lte=moment)
+           .order_by().values_list("account_id", flat=True).distinct())
+    return sum(len(expire_lots(Account(pk=account_id), now=moment)) for account_id in due)
+
+
 def release_expired_holds(now: dt.datetime | None = None) -> int:
     """Release every pending hold past its expiry, each exactly once."""
     moment = now or timezone.now()

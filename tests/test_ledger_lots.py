@@ -146,3 +146,18 @@ def test_a_negative_adjustment_is_a_new_entry_drawing_on_lots() -> None:
     entry = Entry.objects.get(pk=receipt.entry_id)
     assert (entry.kind, entry.memo) == (EntryKind.ADJUSTMENT, "duplicate grant")
     assert_clean(account)
+
+
+def test_the_sweep_expires_lots_on_quiet_accounts_exactly_once() -> None:
+    quiet = new_account()
+    top_up(quiet, 200, source=LotSource.PROMOTIONAL, expires_at=NOW + dt.timedelta(hours=1), now=NOW)
+    top_up(quiet, 50, now=NOW)
+    fresh = new_account()
+    top_up(fresh, 80, source=LotSource.PROMOTIONAL, expires_at=NOW + dt.timedelta(days=9), now=NOW)
+    later = NOW + dt.timedelta(hours=2)
+    assert postings.expire_due_lots(now=later) == 1
+    assert postings.expire_due_lots(now=later) == 0
+    quiet.refresh_from_db()
+    fresh.refresh_from_db()
+    assert (quiet.balance, fresh.balance) == (50, 80)
+    assert_clean(quiet)

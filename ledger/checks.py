@@ -21,9 +21,6 @@ def account_breaks(account: Account) -> list[str]:
     days: dict[dt.date, dict[str, int]] = defaultdict(
         lambda: {"top_ups": 0, "credits_used": 0, "refunds": 0, "expired": 0, "balance": 0}
     )
-    column = {EntryKind.TOP_UP: "top_ups", EntryKind.ADJUSTMENT: "top_ups",
-              EntryKind.DEBIT: "credits_used", EntryKind.REFUND: "refunds",
-              EntryKind.EXPIRY: "expired"}
     for entry_id, amount, balance_after, local_date, kind in entries.iterator(chunk_size=5000):
         total += amount
         running += amount
@@ -35,8 +32,8 @@ def account_breaks(account: Account) -> list[str]:
             running = balance_after  # report each break once, not every entry after it
         last_after = balance_after
         totals = days[local_date]
-        col = column[EntryKind(kind)]
-        totals[col] += amount if col in {"top_ups", "refunds"} else -amount
+        entry_kind = EntryKind(kind)
+        totals[entry_kind.rollup_column] += entry_kind.rollup_change(amount)
         totals["balance"] = balance_after
     if account.balance != total:
         breaks.append(f"{name}: balance {account.balance} != sum of entries {total}")

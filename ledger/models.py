@@ -106,6 +106,20 @@ class EntryKind(models.TextChoices):
     EXPIRY = "expiry"
     ADJUSTMENT = "adjustment"
 
+    @property
+    def rollup_column(self) -> str:
+        """The daily rollup column an entry of this kind counts in. Adjustments are
+        top-ups (signed), as the brief has it."""
+        return {
+            "top_up": "top_ups", "adjustment": "top_ups", "debit": "credits_used",
+            "refund": "refunds", "expiry": "expired",
+        }[self.value]
+
+    def rollup_change(self, amount: int) -> int:
+        """How an entry's signed amount moves its column: debits and expiries are kept as
+        positive figures."""
+        return amount if self.rollup_column in {"top_ups", "refunds"} else -amount
+
 
 class EntryQuerySet(models.QuerySet["Entry"]):
     def update(self, **kwargs: Any) -> int:

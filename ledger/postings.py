@@ -17,9 +17,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import F, Sum
+from django.db.models import Sum
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from ledger.models import (
     Account,
@@ -34,6 +33,7 @@ from ledger.models import (
     LotSource,
     Price,
 )
+from ledger.periods import as_aware
 from ledger.signals import credits_changed
 
 DEFAULT_HOLD_TTL = dt.timedelta(hours=24)
@@ -157,13 +157,19 @@ def quote(operation: str, quantity: int) -> int:
     return price.total_for(quantity)
 
 
+def live_lots(account: Account, now: dt.datetime | None = None) -> list[Lot]:
+    """The lots with credits left and not past their expiry, in the order debits draw them."""
+    moment = now or timezone.now()
+    return [lot for lot in _lots_in_draw_order(account) if not lot.is_expired_at(moment)]
+
+
 def estimate(account: Account, operation: str, quantity: int, now: dt.datetime | None = None) -> Estimate:
     """What ``quantity`` of ``operation`` would cost and which lots it would draw on. Posts
     nothing; another caller may spend the credits before the real posting."""
     now = now or timezone.now()
     total = quote(operation, quantity)
     account.refresh_from_db(fields=["balance", "held", "unlimited"])
-    lots = [lot for lot in _lots_in_draw_order(account) if not lot.is_expired_at(now)]
+    lots = live_lots(account, now)
     spendable = sum(lot.remaining for lot in lots) - account.held
     available = max(spendable, 0)
     plan, needed, to_skip = [], total, account.held
@@ -537,9 +543,8 @@ class _Book:
         else:
             self._entries.append(entry)
         day = self._rollups.setdefault(entry.local_date, [0, 0, 0, 0, 0])
-        column = _ROLLUP_COLUMNS.index(_rollup_column(EntryKind(kind)))
-        # Debits and expiries are kept as positive figures in their columns.
-        day[column] += amount if column in (0, 2) else -amount
+        entry_kind = EntryKind(kind)
+        day[_ROLLUP_COLUMNS.index(entry_kind.rollup_column)] += entry_kind.rollup_change(amount)
         day[4] = entry.balance_after
         return entry
 
@@ -690,43 +695,35 @@ _ROLLUP_UPSERT = (
 )
 
 
-def _rollup_column(kind: EntryKind) -> str:
-    return {
-        EntryKind.TOP_UP: "top_ups",
-        EntryKind.ADJUSTMENT: "top_ups",
-        EntryKind.DEBIT: "credits_used",
-        EntryKind.REFUND: "refunds",
-        EntryKind.EXPIRY: "expired",
-    }[kind]
-
-
 _ENTRY_COLUMNS = ("account_id", "kind", "operation", "amount", "balance_after", "quantity", "job_id",
                   "hold_id", "refund_of_expired", "memo", "created_at", "local_date")
 _LOT_COLUMNS = ("id", "source", "amount", "remaining", "expires_at", "expired", "created_at")
+# The draw order, defined once: soonest expiry first, never-expiring last, oldest first
+# among equals.
+_LIVE_LOTS = (
+    f"SELECT {', '.join(_LOT_COLUMNS)} FROM ledger_lot WHERE account_id = %s AND remaining > 0 "
+    "ORDER BY expires_at ASC NULLS LAST, created_at, id"
+)
 
 
 _NEXT_ENTRY_ID = "SELECT nextval(pg_get_serial_sequence('ledger_entry', 'id'))"
 
 
 def _lock_with_live_lots(account_id: int) -> tuple[Account, list[Lot], list[int | None]]:
-    """Lock the account row, then read its lots with credits left, in draw order: soonest
-    expiry first, never-expiring last, oldest first among equals. On PostgreSQL also take
-    an id for the entry the posting will most likely write; the three go in one pipeline.
+    """Lock the account row, then read its lots with credits left, in draw order. On
+    PostgreSQL also take an id for the entry the posting will most likely write; the three
+    go in one pipeline.
 
     The lots are read by a statement of their own on purpose: a statement that waited for
     the lock still reads other tables as they were when it began."""
     lock = "SELECT slug, time_zone, unlimited, balance, held FROM ledger_account WHERE id = %s"
-    lots_sql = (
-        f"SELECT {', '.join(_LOT_COLUMNS)} FROM ledger_lot WHERE account_id = %s AND remaining > 0 "
-        "ORDER BY expires_at ASC NULLS LAST, created_at, id"
-    )
     entry_ids: list[int | None] = []
     if connection.vendor == "postgresql":
         # In a pipeline (see _pipelined) the three travel together.
         with connection.cursor() as locking, connection.cursor() as reading, \
                 connection.cursor() as numbering:
             locking.execute(lock + " FOR UPDATE", [account_id])
-            reading.execute(lots_sql, [account_id])
+            reading.execute(_LIVE_LOTS, [account_id])
             numbering.execute(_NEXT_ENTRY_ID)
             row, lot_rows = locking.fetchone(), reading.fetchall()
             entry_ids.append(numbering.fetchone()[0])
@@ -734,7 +731,7 @@ def _lock_with_live_lots(account_id: int) -> tuple[Account, list[Lot], list[int 
         with connection.cursor() as cursor:
             cursor.execute(lock, [account_id])
             row = cursor.fetchone()
-            cursor.execute(lots_sql, [account_id])
+            cursor.execute(_LIVE_LOTS, [account_id])
             lot_rows = cursor.fetchall()
     if row is None:
         raise Account.DoesNotExist(f"No account {account_id}.")
@@ -742,17 +739,22 @@ def _lock_with_live_lots(account_id: int) -> tuple[Account, list[Lot], list[int 
     account = Account(pk=account_id, slug=slug, time_zone=time_zone, unlimited=bool(unlimited),
                       balance=balance, held=held)
     account._state.adding = False
+    lots = _lots_from_rows(account, lot_rows)
+    return account, lots, entry_ids
+
+
+def _lots_from_rows(account: Account, rows: list[tuple[Any, ...]]) -> list[Lot]:
     lots = []
-    for lot_row in lot_rows:
-        lot = Lot(account=account, **dict(zip(_LOT_COLUMNS, lot_row, strict=True)))
-        lot.expires_at = _aware(lot.expires_at)
-        created_at = _aware(lot.created_at)
+    for row in rows:
+        lot = Lot(account=account, **dict(zip(_LOT_COLUMNS, row, strict=True)))
+        lot.expires_at = as_aware(lot.expires_at)
+        created_at = as_aware(lot.created_at)
         assert created_at is not None  # a lot always has a creation time
         lot.created_at = created_at
         lot.expired = bool(lot.expired)
         lot._state.adding = False
         lots.append(lot)
-    return account, lots, entry_ids
+    return lots
 
 
 def _next_entry_id() -> int | None:
@@ -762,16 +764,6 @@ def _next_entry_id() -> int | None:
     with connection.cursor() as cursor:
         cursor.execute(_NEXT_ENTRY_ID)
         return int(cursor.fetchone()[0])
-
-
-def _aware(value: Any) -> dt.datetime | None:
-    """A datetime column as read by a raw query: aware from PostgreSQL, naive UTC (or
-    text) from SQLite."""
-    if value is None:
-        return None
-    parsed = value if isinstance(value, dt.datetime) else parse_datetime(value)
-    assert parsed is not None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def _entry_insert(entry: Entry) -> tuple[str, list[Any]]:
@@ -855,12 +847,9 @@ def _job(account: Account, info: JobInfo | None) -> Job | None:
 
 
 def _lots_in_draw_order(acct: Account) -> list[Lot]:
-    """Soonest expiry first, never-expiring last, oldest first among equals."""
-    return list(
-        Lot.objects.filter(account=acct, remaining__gt=0).order_by(
-            F("expires_at").asc(nulls_last=True), "created_at", "id"
-        )
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(_LIVE_LOTS, [acct.pk])
+        return _lots_from_rows(acct, cursor.fetchall())
 
 
 def _refund_plan(

@@ -45,6 +45,12 @@ class ApiKeyAuth(HttpBearer):
         return key
 
 
+def organization(request: HttpRequest) -> Organization:
+    """The organization whose key authenticated this request."""
+    key: ApiKey = request.auth  # type: ignore[attr-defined]
+    return key.organization
+
+
 # Every request runs this lookup, so it is one hand-written indexed query (the ORM spends
 # longer compiling a five-table select_related than PostgreSQL spends answering it); the
 # rows become ordinary model instances with their relations already cached.

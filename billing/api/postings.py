@@ -12,7 +12,7 @@ import uuid
 from django.http import HttpRequest
 from ninja import Header, Path, Router, Status
 
-from billing.api.auth import WRITE
+from billing.api.auth import WRITE, organization
 from billing.api.errors import NotFound
 from billing.api.schemas import (
     MAX_BIGINT,
@@ -25,7 +25,7 @@ from billing.api.schemas import (
     RefundIn,
     SettleIn,
 )
-from billing.models import ApiKey, Organization
+from billing.models import Organization
 from ledger import postings
 from ledger.models import Hold
 
@@ -40,11 +40,6 @@ IDEMPOTENCY_KEY = Header(  # type: ignore[type-arg]
     "generated when absent.",
 )
 HOLD_ID = Path(..., ge=1, le=MAX_BIGINT)  # type: ignore[type-arg]
-
-
-def organization(request: HttpRequest) -> Organization:
-    key: ApiKey = request.auth  # type: ignore[attr-defined]
-    return key.organization
 
 
 def receipt_out(receipt: postings.Receipt, key: str) -> PostingOut:

@@ -10,7 +10,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Query, Router
 
-from billing.api.auth import READ
+from billing.api.auth import READ, organization
 from billing.api.schemas import (
     MAX_BIGINT,
     MAX_QUANTITY,
@@ -25,10 +25,10 @@ from billing.api.schemas import (
     UsageDayOut,
     UsageOut,
 )
-from billing.models import ApiKey, Organization
+from billing.models import Organization
 from ledger import postings
 from ledger.models import DailyRollup, Entry, Job, Price
-from ledger.periods import add_months, current_period, month_start
+from ledger.periods import add_months, as_aware, current_period, month_start
 
 router = Router(tags=["credits"], auth=READ)
 
@@ -68,7 +68,7 @@ def visible_entries(
         rows = cursor.fetchall()
     return [
         {
-            "id": pk, "created_at": _aware(created_at), "operation": operation, "amount": amount,
+            "id": pk, "created_at": as_aware(created_at), "operation": operation, "amount": amount,
             "balance_after": balance_after,
             "job": None if external_id is None else {
                 "external_id": external_id, "name": name, "project": project, "user": user,
@@ -80,18 +80,10 @@ def visible_entries(
     ]
 
 
-def _aware(value: dt.datetime | str) -> dt.datetime:
-    # SQLite hands back naive UTC (or text) where PostgreSQL gives aware datetimes.
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    return value if timezone.is_aware(value) else value.replace(tzinfo=dt.UTC)
-
-
 @router.get("credits/balance", response={200: BalanceOut, **FAILURES})
 def balance(request: HttpRequest) -> dict[str, Any]:
     """The balance, what is available and held, the allowance and the last 20 entries."""
-    key: ApiKey = request.auth  # type: ignore[attr-defined]
-    org = key.organization
+    org = organization(request)
     account = org.account  # read with the key, in this request
     now = timezone.now()
     since = now - dt.timedelta(days=audit_window_days(org))
@@ -117,8 +109,7 @@ def history(
 ) -> dict[str, Any]:
     """Ledger entries newest first, within the plan's audit-trail window. For a stable walk
     while entries arrive, pass each page's ``next_before_id`` as ``before_id``."""
-    key: ApiKey = request.auth  # type: ignore[attr-defined]
-    org = key.organization
+    org = organization(request)
     days = audit_window_days(org)
     since = timezone.now() - dt.timedelta(days=days)
     page = visible_entries(org, since, limit + 1, offset, before_id)
@@ -144,8 +135,7 @@ def estimate(
 ) -> EstimateOut:
     """What ``quantity`` of ``operation`` would cost, the lots it would draw on, and whether
     a hold for it would succeed now. Posts nothing."""
-    key: ApiKey = request.auth  # type: ignore[attr-defined]
-    result = postings.estimate(key.organization.account, operation, quantity)
+    result = postings.estimate(organization(request).account, operation, quantity)
     return EstimateOut(
         operation=result.operation,
         quantity=result.quantity,
@@ -164,8 +154,7 @@ def usage(
 ) -> UsageOut:
     """One row per day of the last ``days`` (the organization's days), oldest first;
     ``balance`` is the end-of-day balance."""
-    key: ApiKey = request.auth  # type: ignore[attr-defined]
-    account = key.organization.account
+    account = organization(request).account
     today = account.local_date(timezone.now())
     start = today - dt.timedelta(days=days - 1)
     rollups = {r.date: r for r in DailyRollup.objects.filter(account=account, date__gte=start)}

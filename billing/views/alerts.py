@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from billing.access import get_managed_organization
+from billing.access import get_managed_organization, get_manager_membership
 from billing.alerts import threshold_level
 from billing.models import AlertKind, AlertThreshold, Membership, Organization
 
@@ -51,9 +51,9 @@ class AlertThresholdForm(forms.ModelForm):  # type: ignore[type-arg]
         return threshold
 
 
-def _page(request: HttpRequest, org: Organization, form: AlertThresholdForm,
+def _page(request: HttpRequest, membership: Membership, form: AlertThresholdForm,
           status: int = 200) -> HttpResponse:
-    membership = Membership.objects.get(organization=org, user_id=request.user.pk or 0)
+    org = membership.organization
     subscription = getattr(org, "subscription", None)
     allowance = subscription.monthly_credits if subscription is not None else None
     thresholds = [
@@ -70,12 +70,13 @@ def _page(request: HttpRequest, org: Organization, form: AlertThresholdForm,
 @require_http_methods(["GET", "POST"])
 def alerts(request: HttpRequest, slug: str) -> HttpResponse:
     """The organization's thresholds; a POST adds one."""
-    org = get_managed_organization(request.user, slug)
+    membership = get_manager_membership(request.user, slug)
+    org = membership.organization
     if request.method != "POST":
-        return _page(request, org, AlertThresholdForm(organization=org))
+        return _page(request, membership, AlertThresholdForm(organization=org))
     form = AlertThresholdForm(request.POST, organization=org)
     if not form.is_valid():
-        return _page(request, org, form, status=422)
+        return _page(request, membership, form, status=422)
     threshold = form.save()
     messages.success(request, f"Alert added: below {threshold}.")
     return redirect("alerts", slug=org.slug)

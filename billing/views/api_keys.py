@@ -11,8 +11,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
-from billing.access import get_managed_organization
-from billing.models import ApiKey, Membership, Organization, Scope
+from billing.access import get_managed_organization, get_manager_membership
+from billing.models import ApiKey, Membership, Scope
 
 
 class ApiKeyForm(forms.Form):
@@ -22,9 +22,9 @@ class ApiKeyForm(forms.Form):
     )
 
 
-def _page(request: HttpRequest, org: Organization, form: ApiKeyForm, raw_key: str = "",
+def _page(request: HttpRequest, membership: Membership, form: ApiKeyForm, raw_key: str = "",
           status: int = 200) -> HttpResponse:
-    membership = Membership.objects.get(organization=org, user_id=request.user.pk or 0)
+    org = membership.organization
     return render(request, "billing/api_keys.html", {
         "org": org, "membership": membership, "form": form, "raw_key": raw_key,
         "keys": org.api_keys.select_related("created_by"),
@@ -35,15 +35,15 @@ def _page(request: HttpRequest, org: Organization, form: ApiKeyForm, raw_key: st
 @require_http_methods(["GET", "POST"])
 def api_keys(request: HttpRequest, slug: str) -> HttpResponse:
     """List the organization's keys; a POST creates one and shows it this once."""
-    org = get_managed_organization(request.user, slug)
+    membership = get_manager_membership(request.user, slug)
     if request.method != "POST":
-        return _page(request, org, ApiKeyForm())
+        return _page(request, membership, ApiKeyForm())
     form = ApiKeyForm(request.POST)
     if not form.is_valid():
-        return _page(request, org, form, status=422)
-    _, raw = ApiKey.issue(org, name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"],
-                          created_by=request.user)
-    return _page(request, org, ApiKeyForm(), raw_key=raw)
+        return _page(request, membership, form, status=422)
+    _, raw = ApiKey.issue(membership.organization, name=form.cleaned_data["name"],
+                          scopes=form.cleaned_data["scopes"], created_by=request.user)
+    return _page(request, membership, ApiKeyForm(), raw_key=raw)
 
 
 @login_required

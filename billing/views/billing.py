@@ -11,18 +11,17 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import F
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from billing import purchases
-from billing.access import get_managed_organization
-from billing.models import CreditPack, Invoice, Organization, Purchase, PurchaseStatus, Subscription
+from billing.access import get_managed_organization, get_manager_membership
+from billing.models import CreditPack, Invoice, Organization, Purchase, PurchaseStatus
 from billing.payments import PaymentError, ProviderName
 from billing.payments import local as local_provider
-from ledger.models import Lot
+from ledger import postings
 from ledger.periods import add_months, current_period, month_start
 
 HISTORY_ROWS = 50
@@ -30,8 +29,8 @@ HISTORY_ROWS = 50
 
 def _context(request: HttpRequest, slug: str) -> dict[str, Any]:
     """The managed organization and what the page frame (the profile menu) needs."""
-    org = get_managed_organization(request.user, slug)
-    membership = org.memberships.get(user_id=request.user.pk or 0)
+    membership = get_manager_membership(request.user, slug)
+    org = membership.organization
     return {"org": org, "membership": membership, "account": org.account,
             "sales_email": settings.SALES_EMAIL}
 
@@ -47,11 +46,9 @@ def billing(request: HttpRequest, slug: str) -> HttpResponse:
     context = _context(request, slug)
     org: Organization = context["org"]
     now = timezone.now()
-    lots = Lot.objects.filter(account=org.account, remaining__gt=0, expired=False).exclude(
-        expires_at__lte=now
-    ).order_by(F("expires_at").asc(nulls_last=True), "created_at", "id")
+    lots = postings.live_lots(org.account, now)
     context.update(
-        subscription=Subscription.objects.select_related("plan").filter(organization=org).first(),
+        subscription=getattr(org, "subscription", None),  # loaded with the membership
         next_reset=next_reset(org, now),
         lots=lots,
         packs=CreditPack.objects.filter(active=True),

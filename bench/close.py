@@ -2,8 +2,8 @@
 
 Data is made with bulk SQL: per organization a Standard subscription, the month's renewal
 and a debit a day for 28 days, with the lots and daily rollups the ledger would have
-written. The close is the real one (the hourly fan-out, one task per organization,
-each organization in one transaction). The baseline is a minimal raw-SQL close per
+written. The close is the real one (the hourly fan-out, one task per batch of
+organizations, each batch in one transaction). The baseline is a minimal raw-SQL close per
 organization (lock the account, insert the statement and its days from the rollups)
 measured in the same run.
 """
@@ -235,4 +235,4 @@ def main() -> None:
           f"{large:,} vs {small:,} orgs: {flat:.2f}x")
     fan_outs = ", ".join(f"{orgs:,} orgs / {n} worker(s) {seconds:.1f} s"
                          for (orgs, n), seconds in FAN_OUT_SECONDS.items())
-    print(f"  of which the hourly fan-out (finding due orgs, enqueueing one task each): {fan_outs}")
+    print(f"  of which the hourly fan-out (finding due orgs, enqueueing their batches): {fan_outs}")

@@ -1,31 +1,47 @@
 """Closing an organization's month: expire, freeze the statement, invoice, renew.
 
-Each organization's month closes in ONE transaction that locks its account row first, so
-a close killed half-way leaves nothing behind and two closes of the same month at once
+An organization's month closes inside ONE transaction that locks its account row first,
+so a close killed half-way leaves nothing behind and two closes of the same month at once
 make one statement (the second waits for the lock, then finds the statement and stops;
 the database's one-statement-per-month constraint is the backstop). Months close in
 order, so a close that missed some catches up oldest first.
+
+The hourly close takes organizations in batches: one transaction locks a batch's accounts
+(in id order) and closes all their months together, the statements and invoices in a
+fixed number of queries for the batch. A batch commits or rolls back whole, so each
+organization's close is still all or nothing; if a batch fails, each organization is
+closed on its own so one broken ledger does not hold the others back.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
+import logging
 import zoneinfo
+from collections.abc import Sequence
 
 from django.db import transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
-from billing.invoices import issue_invoice
+from billing.invoices import issue_invoices
 from billing.models import Invoice, Organization, Subscription
 from ledger import postings
 from ledger.models import Account, Entry, Statement
 from ledger.periods import add_months, current_period, month_start
-from ledger.statements import freeze_statement
+from ledger.statements import freeze_statements
+
+logger = logging.getLogger(__name__)
 
 
 class MonthNotEnded(Exception):
     """The month is not over yet in the organization's time zone."""
+
+
+class CloseFailed(Exception):
+    """Some organizations of a batch could not be closed; the others were."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,54 +62,94 @@ def close_organization_month(
     if period >= current_period(now, org.tzinfo):
         raise MonthNotEnded(f"{period:%Y-%m} has not ended yet for {org.slug} ({org.time_zone}).")
     with transaction.atomic():
-        account = Account.objects.select_for_update().get(pk=org.account_id)
-        existing = Statement.objects.filter(account=account, period=period).first()
-        if existing is not None:
-            return ClosedMonth(org.slug, period, existing, None, closed_now=False)
-        postings.expire_lots(account, now)
-        statement = freeze_statement(account, period)
-        invoice = issue_invoice(org, period, now)
-        _renew(org, add_months(period, 1), now)
-    return ClosedMonth(org.slug, period, statement, invoice, closed_now=True)
-
-
-def months_to_close(org: Organization, now: dt.datetime | None = None) -> list[dt.date]:
-    """Every month that has ended for ``org`` and has no statement yet, oldest first."""
-    now = now or timezone.now()
-    tz = org.tzinfo
-    current = current_period(now, tz)
-    last = (
-        Statement.objects.filter(account_id=org.account_id)
-        .order_by("-period")
-        .values_list("period", flat=True)
-        .first()
-    )
-    if last is not None:
-        start = add_months(last, 1)
-    else:
-        start = current_period(org.account.created_at, tz)
-        first_day = (
-            Entry.objects.filter(account_id=org.account_id)
-            .order_by("local_date")
-            .values_list("local_date", flat=True)
-            .first()
-        )
-        if first_day is not None:
-            start = min(start, first_day.replace(day=1))
-    months = []
-    while start < current:
-        months.append(start)
-        start = add_months(start, 1)
-    return months
+        _lock([org])
+        (closed,) = _close_month([org], period, now)
+    return closed
 
 
 def close_organization(
     org: Organization, now: dt.datetime | None = None, *, through: dt.date | None = None
 ) -> list[ClosedMonth]:
     """Close every ended month ``org`` has not closed (up to ``through``), oldest first."""
+    return close_organizations([org], now, through=through)
+
+
+def close_organizations(
+    orgs: Sequence[Organization], now: dt.datetime | None = None, *, through: dt.date | None = None
+) -> list[ClosedMonth]:
+    """Close every ended month each of ``orgs`` has not closed (up to ``through``), each
+    organization's months oldest first, all in one transaction."""
     now = now or timezone.now()
-    months = [m for m in months_to_close(org, now) if through is None or m <= through]
-    return [close_organization_month(org, month, now) for month in months]
+    closed: list[ClosedMonth] = []
+    with transaction.atomic():
+        _lock(orgs)
+        pending = _months_to_close(orgs, now)  # read under the lock: no close can race it
+        for index in itertools.count():
+            due = [
+                (org, months[index]) for org in orgs
+                if index < len(months := pending[org.pk]) and (through is None or months[index] <= through)
+            ]
+            if not due:
+                break
+            for period, group in itertools.groupby(sorted(due, key=lambda d: d[1]), key=lambda d: d[1]):
+                closed.extend(_close_month([org for org, _ in group], period, now))
+    return closed
+
+
+def close_batch(orgs: Sequence[Organization], now: dt.datetime | None = None) -> list[ClosedMonth]:
+    """``close_organizations`` for a batch; if the batch fails, each organization is
+    closed alone, and those that still fail are raised together as ``CloseFailed``."""
+    try:
+        return close_organizations(orgs, now)
+    except Exception:
+        if len(orgs) == 1:
+            raise
+        logger.warning("closing a batch of %d organizations failed; closing each alone", len(orgs))
+    closed: list[ClosedMonth] = []
+    failed: list[str] = []
+    for org in orgs:
+        try:
+            closed.extend(close_organizations([org], now))
+        except Exception:
+            logger.exception("closing %s failed", org.slug)
+            failed.append(org.slug)
+    if failed:
+        raise CloseFailed(f"Could not close {', '.join(failed)}; the other organizations closed.")
+    return closed
+
+
+def months_to_close(org: Organization, now: dt.datetime | None = None) -> list[dt.date]:
+    """Every month that has ended for ``org`` and has no statement yet, oldest first."""
+    return _months_to_close([org], now or timezone.now())[org.pk]
+
+
+def _months_to_close(orgs: Sequence[Organization], now: dt.datetime) -> dict[int, list[dt.date]]:
+    firsts = Account.objects.filter(pk__in=[org.account_id for org in orgs]).annotate(
+        last_period=Subquery(
+            Statement.objects.filter(account=OuterRef("pk")).order_by("-period").values("period")[:1]
+        ),
+        first_day=Subquery(
+            Entry.objects.filter(account=OuterRef("pk")).order_by("local_date").values("local_date")[:1]
+        ),
+    ).values_list("pk", "last_period", "first_day")
+    known = {pk: (last, first) for pk, last, first in firsts}
+    pending = {}
+    for org in orgs:
+        tz = org.tzinfo
+        last, first_day = known[org.account_id]
+        if last is not None:
+            start = add_months(last, 1)
+        else:
+            start = current_period(org.account.created_at, tz)
+            if first_day is not None:
+                start = min(start, first_day.replace(day=1))
+        current = current_period(now, tz)
+        months = []
+        while start < current:
+            months.append(start)
+            start = add_months(start, 1)
+        pending[org.pk] = months
+    return pending
 
 
 def organizations_due(now: dt.datetime | None = None) -> list[int]:
@@ -111,6 +167,40 @@ def organizations_due(now: dt.datetime | None = None) -> list[int]:
             .values_list("pk", flat=True)
         )
     return due
+
+
+def _lock(orgs: Sequence[Organization]) -> None:
+    """Lock the organizations' accounts in id order (so batches never deadlock) and give
+    each organization its freshly read account."""
+    accounts = Account.objects.select_for_update().filter(
+        pk__in=[org.account_id for org in orgs]
+    ).order_by("pk")
+    by_id = {account.pk: account for account in accounts}
+    for org in orgs:
+        org.account = by_id[org.account_id]
+
+
+def _close_month(orgs: list[Organization], period: dt.date, now: dt.datetime) -> list[ClosedMonth]:
+    """Close ``period`` for ``orgs``, whose accounts the caller has locked: expire the lots
+    due, freeze the statements, issue the invoices, grant the next month's credits."""
+    existing = {
+        statement.account_id: statement
+        for statement in Statement.objects.filter(account__in=[org.account_id for org in orgs], period=period)
+    }
+    closed = [ClosedMonth(org.slug, period, existing[org.account_id], None, closed_now=False)
+              for org in orgs if org.account_id in existing]
+    orgs = [org for org in orgs if org.account_id not in existing]
+    for org in orgs:
+        postings.expire_lots(org.account, now)
+    statements = freeze_statements([org.account for org in orgs], period)
+    invoices = issue_invoices(orgs, period, now)
+    for org in orgs:
+        _renew(org, add_months(period, 1), now)
+    closed.extend(
+        ClosedMonth(org.slug, period, statement, invoice, closed_now=True)
+        for org, statement, invoice in zip(orgs, statements, invoices, strict=True)
+    )
+    return closed
 
 
 def _renew(org: Organization, period: dt.date, now: dt.datetime) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
+from collections.abc import Sequence
 
 from django.db import transaction
 from django.utils import timezone
@@ -18,36 +20,71 @@ def invoice_number(org: Organization, period: dt.date) -> str:
 
 def issue_invoice(org: Organization, period: dt.date, now: dt.datetime | None = None) -> Invoice:
     """Issue the invoice for the month starting ``period``; an issued one is returned as is."""
+    (invoice,) = issue_invoices([org], period, now)
+    return invoice
+
+
+def issue_invoices(
+    orgs: Sequence[Organization], period: dt.date, now: dt.datetime | None = None
+) -> list[Invoice]:
+    """``issue_invoice`` for each of ``orgs``, in a fixed number of queries (the month
+    close issues a batch of organizations' invoices at once)."""
     period = period.replace(day=1)
-    existing = Invoice.objects.filter(organization=org, period=period).first()
-    if existing is not None:
-        return existing
-    subscription = getattr(org, "subscription", None)
-    starts_at, ends_at = month_bounds(period, org.tzinfo)
-    lines: list[InvoiceLine] = []
-    currency = "USD"
-    if subscription is not None:
-        currency = subscription.plan.currency
+    existing = {
+        invoice.organization_id: invoice
+        for invoice in Invoice.objects.filter(organization__in=orgs, period=period)
+    }
+    fresh = [org for org in orgs if org.pk not in existing]
+    bounds = {org.pk: month_bounds(period, org.tzinfo) for org in fresh}
+    paid: dict[int, list[Purchase]] = defaultdict(list)
+    if fresh:
+        # One query for the whole batch, over the widest bounds; each organization's own
+        # month (its time zone) is applied below.
+        purchases = Purchase.objects.filter(
+            organization__in=fresh, status=PurchaseStatus.PAID,
+            paid_at__gte=min(start for start, _ in bounds.values()),
+            paid_at__lt=max(end for _, end in bounds.values()),
+        ).select_related("pack").order_by("paid_at", "id")
+        for purchase in purchases:
+            starts_at, ends_at = bounds[purchase.organization_id]
+            if purchase.paid_at is not None and starts_at <= purchase.paid_at < ends_at:
+                paid[purchase.organization_id].append(purchase)
+    issued_at = now or timezone.now()
+    invoices, lines = [], []
+    for org in fresh:
+        org_lines = _lines(org, period, paid[org.pk])
+        invoice = Invoice(
+            organization=org, period=period, number=invoice_number(org, period),
+            currency=org.subscription.plan.currency if _subscribed(org) else "USD",
+            total_cents=sum(line.amount_cents for line in org_lines), issued_at=issued_at,
+        )
+        for line in org_lines:
+            line.invoice = invoice
+        invoices.append(invoice)
+        lines.extend(org_lines)
+    # Inside the month close's transaction this adds no savepoint; alone, it is one.
+    with transaction.atomic(savepoint=False):
+        Invoice.objects.bulk_create(invoices)
+        InvoiceLine.objects.bulk_create(lines)  # each takes its invoice's new id
+    made = iter(invoices)
+    return [existing[org.pk] if org.pk in existing else next(made) for org in orgs]
+
+
+def _subscribed(org: Organization) -> bool:
+    return getattr(org, "subscription", None) is not None
+
+
+def _lines(org: Organization, period: dt.date, purchases: list[Purchase]) -> list[InvoiceLine]:
+    lines = []
+    if _subscribed(org):
+        subscription = org.subscription
         lines.append(InvoiceLine(
             description=f"{subscription.plan.name} plan, {period:%B %Y}",
             amount_cents=subscription.monthly_fee_cents,
         ))
-    purchases = Purchase.objects.filter(
-        organization=org, status=PurchaseStatus.PAID, paid_at__gte=starts_at, paid_at__lt=ends_at
-    ).select_related("pack").order_by("paid_at", "id")
-    for purchase in purchases:
-        lines.append(InvoiceLine(
-            description=f"{purchase.pack.name}: {purchase.credits:,} credits",
-            amount_cents=purchase.price_cents, purchase=purchase,
-        ))
-    # Inside the month close's transaction this adds no savepoint; alone, it is one.
-    with transaction.atomic(savepoint=False):
-        invoice = Invoice.objects.create(
-            organization=org, period=period, number=invoice_number(org, period),
-            currency=currency, total_cents=sum(line.amount_cents for line in lines),
-            issued_at=now or timezone.now(),
-        )
-        for line in lines:
-            line.invoice = invoice
-        InvoiceLine.objects.bulk_create(lines)
-    return invoice
+    lines.extend(
+        InvoiceLine(description=f"{purchase.pack.name}: {purchase.credits:,} credits",
+                    amount_cents=purchase.price_cents, purchase=purchase)
+        for purchase in purchases
+    )
+    return lines

@@ -1,14 +1,16 @@
 """Celery tasks. Each calls one rule; none re-implements one.
 
-The scheduler fires ``close_due_months`` hourly; it fans out one ``close_organization_months``
-per organization whose local month has ended without a statement. That task is idempotent
-(one transaction per month, one statement per account and month), so it is acknowledged
-late and re-queued if its worker dies: a rerun finishes what a killed run rolled back.
+The scheduler fires ``close_due_months`` hourly; it fans out the organizations whose local
+month has ended without a statement, ``CLOSE_BATCH`` to a ``close_organizations_months``
+task. That task is idempotent (one transaction, one statement per account and month), so
+it is acknowledged late and re-queued if its worker dies: a rerun finishes what a killed
+run rolled back.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 from celery import shared_task
 from django.utils import timezone
@@ -22,22 +24,40 @@ def _moment(now: str | None) -> dt.datetime:
     return dt.datetime.fromisoformat(now) if now else timezone.now()
 
 
+# Organizations closed per task: enough that a task's fixed costs (the broker, the
+# batch's queries) are shared out, few enough that a batch holds its accounts' locks
+# for well under a second and the work spreads over every worker.
+CLOSE_BATCH = 50
+
+
 @shared_task(name="billing.close_due_months")
 def close_due_months(now: str | None = None) -> int:
-    """Enqueue one close per organization whose local month ended and is not closed."""
+    """Enqueue the close of every organization whose local month ended and is not closed,
+    in batches; returns how many organizations were enqueued."""
     due = closing.organizations_due(_moment(now))
-    for organization_id in due:
-        close_organization_months.delay(organization_id, now)
+    for batch in itertools.batched(due, CLOSE_BATCH, strict=False):
+        close_organizations_months.delay(list(batch), now)
     return len(due)
+
+
+@shared_task(name="billing.close_organizations_months", acks_late=True, reject_on_worker_lost=True)
+def close_organizations_months(organization_ids: list[int], now: str | None = None) -> list[str]:
+    """Close every ended month the organizations have not closed, each oldest first."""
+    orgs = list(
+        Organization.objects.select_related("account", "subscription__plan")
+        .filter(pk__in=organization_ids).order_by("pk")  # some may be deleted since the fan-out
+    )
+    closed = closing.close_batch(orgs, _moment(now))
+    return [f"{month.organization} {month.period:%Y-%m}" for month in closed if month.closed_now]
 
 
 @shared_task(name="billing.close_organization_months", acks_late=True, reject_on_worker_lost=True)
 def close_organization_months(organization_id: int, now: str | None = None) -> list[str]:
-    """Close every ended month the organization has not closed, oldest first."""
+    """Close every ended month one organization has not closed, oldest first."""
     org = Organization.objects.select_related("account", "subscription__plan").filter(
         pk=organization_id
     ).first()
-    if org is None:  # deleted since the fan-out
+    if org is None:  # deleted since it was enqueued
         return []
     closed = closing.close_organization(org, _moment(now))
     return [f"{month.period:%Y-%m}" for month in closed if month.closed_now]

@@ -10,6 +10,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -135,6 +136,32 @@ def test_missed_months_are_caught_up_in_order() -> None:
     assert periods == past_months(org, 3)
     assert closing.months_to_close(org) == []
     assert org.pk not in closing.organizations_due()
+
+
+def test_a_batch_closes_each_organization_as_if_closed_alone() -> None:
+    alone, batched = _org_with_history(months=3), _org_with_history(months=3)
+    tokyo = _org_with_history(time_zone="Asia/Tokyo", months=1)
+    closing.close_organization(alone)
+    closed = closing.close_batch([batched, tokyo])
+    assert sorted((c.organization, c.period) for c in closed) == sorted(
+        [(batched.slug, p) for p in past_months(batched, 3)] + [(tokyo.slug, past_months(tokyo, 1)[0])]
+    )
+    assert statements_digest(batched) == statements_digest(alone)
+    assert Statement.objects.filter(account=tokyo.account).count() == 1
+    assert ledger_breaks() == []
+
+
+def test_a_broken_ledger_does_not_hold_back_the_rest_of_its_batch() -> None:
+    good, broken = _org_with_history(months=1), _org_with_history(months=1)
+    DailyRollup.objects.filter(account=broken.account).update(balance=F("balance") + 1)
+    with pytest.raises(closing.CloseFailed, match=broken.slug):
+        closing.close_batch([good, broken])
+    assert Statement.objects.filter(account=good.account).count() == 1
+    assert good.invoices.count() == 1
+    assert not Statement.objects.filter(account=broken.account).exists()
+    assert not broken.invoices.exists()
+    assert not Entry.objects.filter(account=broken.account, operation="subscription_renewal",
+                                    created_at__gte=timezone.now() - dt.timedelta(minutes=5)).exists()
 
 
 def test_closing_a_closed_month_changes_nothing() -> None:

@@ -90,6 +90,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # psycopg prepares a statement once a connection has run it this many times, but only on
+    # a server-binding cursor: the ORM's cursors bind on the client and are never prepared,
+    # so this reaches just the API's per-request lookups (billing/api/prepared.py). 0 turns it
+    # off, as a transaction-pooling PgBouncer older than 1.21 needs.
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
+        envint("DB_PREPARE_THRESHOLD", 2) or None
+    )
 DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME")} if os.environ.get(
     "TEST_DATABASE_NAME"
 ) else {}

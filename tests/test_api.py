@@ -10,6 +10,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from billing.api.schemas import BalanceOut
 from billing.models import ApiKey, Organization, Scope
 from ledger import postings
 from ledger.models import Entry, Hold, IdempotencyRecord
@@ -70,6 +71,17 @@ def test_balance_shows_remaining_available_held_and_recent_history(org, key) -> 
     assert len(history) == 20
     assert history[0]["balance_after"] == 4_750 and history[0]["amount"] == -10
     assert [e["id"] for e in history] == sorted((e["id"] for e in history), reverse=True)
+
+
+def test_balance_is_json_in_its_published_schema(org, key) -> None:
+    postings.debit(org.account, 10, key="d", operation="image_inference", quantity=10,
+                   job=postings.JobInfo("run-1", name="yolox", project="shelf-detector"))
+    response = call("get", "credits/balance", key)
+    assert response["Content-Type"] == "application/json; charset=utf-8"
+    body = BalanceOut.model_validate(response.json())
+    assert body.recent_history[0].job is not None
+    assert body.recent_history[0].job.project == "shelf-detector"
+    assert response.json()["recent_history"][0]["created_at"].endswith("Z")
 
 
 def test_history_pages_newest_first_with_a_cursor_that_ignores_new_entries(org, key) -> None:
@@ -315,6 +327,14 @@ def test_a_revoked_missing_or_wrong_key_is_401(org, hold_id, method, path, body)
         assert response.status_code == 401
         assert error(response)["code"] == "invalid_api_key"
     assert ledger_state(org) == before
+
+
+def test_a_key_revoked_after_many_requests_is_refused_on_its_next(org) -> None:
+    raw = issue(org)
+    # Enough requests that the key lookup runs as a prepared statement on this connection.
+    assert [call("get", "credits/balance", raw).status_code for _ in range(5)] == [200] * 5
+    ApiKey.objects.filter(hashed_key=ApiKey.hash(raw)).update(revoked_at=timezone.now())
+    assert call("get", "credits/balance", raw).status_code == 401
 
 
 MALFORMED = [

@@ -83,40 +83,41 @@ def _lookup_sql() -> str:
 
 
 @functools.cache
-def _converters() -> list[tuple[Col, list[Callable[..., Any]]]]:
-    """What the ORM would apply to each column (SQLite hands back text JSON, naive times)."""
+def _converters() -> list[tuple[int, Col, list[Callable[..., Any]]]]:
+    """The columns the ORM would convert (SQLite hands back text JSON, naive times), by
+    position, with their converters; the rest are used as they come."""
     columns = []
-    for model, alias in _JOINED:
-        for field in model._meta.concrete_fields:
-            col = field.get_col(alias)
-            columns.append((col, connection.ops.get_db_converters(col) + field.get_db_converters(connection)))
+    fields = [(alias, field) for model, alias in _JOINED for field in model._meta.concrete_fields]
+    for index, (alias, field) in enumerate(fields):
+        col = field.get_col(alias)
+        functions = connection.ops.get_db_converters(col) + field.get_db_converters(connection)
+        if functions:
+            columns.append((index, col, functions))
     return columns
 
 
-def _convert(value: Any, converters: tuple[Col, list[Callable[..., Any]]]) -> Any:
-    col, functions = converters
-    for function in functions:
-        value = function(value, col, connection)
-    return value
+@functools.cache
+def _attnames() -> list[list[str]]:
+    return [[field.attname for field in model._meta.concrete_fields] for model, _ in _JOINED]
 
 
 def find_active_key(hashed_key: str) -> ApiKey | None:
     """The unrevoked key with this hash, its organization, account, subscription and plan."""
     with prepared.cursor() as cursor:
         cursor.execute(_lookup_sql(), [hashed_key])
-        row = cursor.fetchone()
-    if row is None:
+        found = cursor.fetchone()
+    if found is None:
         return None
-    row = [_convert(value, converters) for value, converters in zip(row, _converters(), strict=True)]
+    row = list(found)
+    for index, col, functions in _converters():
+        for function in functions:
+            row[index] = function(row[index], col, connection)
     built: dict[type[Model], Model | None] = {}
     start = 0
-    for model, _ in _JOINED:
-        fields = model._meta.concrete_fields
-        values = row[start : start + len(fields)]
-        start += len(fields)
-        built[model] = None if values[0] is None else model.from_db(
-            connection.alias, [f.attname for f in fields], list(values)
-        )
+    for (model, _), attnames in zip(_JOINED, _attnames(), strict=True):
+        values = row[start : start + len(attnames)]
+        start += len(attnames)
+        built[model] = None if values[0] is None else model.from_db(connection.alias, attnames, values)
     key, org = cast(ApiKey, built[ApiKey]), cast(Organization, built[Organization])
     key.organization = org
     org.account = cast(Account, built[Account])

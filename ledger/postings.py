@@ -17,6 +17,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
+from django.db.backends.utils import CursorWrapper
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -236,7 +237,7 @@ def debit(
         lots = book.live_lots(moment)
         book.check_available(amount)
         entry = book.consume(lots, amount, EntryKind.DEBIT, operation, moment,
-                             job=book.job, quantity=quantity, memo=memo)
+                             job_id=book.job_id, quantity=quantity, memo=memo)
         return book.receipt("debit", moment, entry=entry)
 
     return _posting(account, key, "debit", params, apply, now, job=job)
@@ -283,7 +284,7 @@ def reserve(
         book.live_lots(moment)
         book.check_available(amount)
         hold = Hold.objects.create(account=book.account, operation=operation, amount=amount,
-                                   job=book.job, created_at=moment, expires_at=moment + ttl)
+                                   job_id=book.job_id, created_at=moment, expires_at=moment + ttl)
         book.change_held(amount)
         return book.receipt("reserve", moment, hold=hold)
 
@@ -365,7 +366,7 @@ def refund(
 def expire_lots(account: Account, now: dt.datetime | None = None) -> list[Entry]:
     """Post one ``expiry`` entry per lot past its expiry, for exactly what remained."""
     moment = now or timezone.now()
-    with _pipelined(), transaction.atomic():
+    with _transaction():
         book = _Book(account)
         entries = book.expire([lot for lot in book.lots if lot.is_expired_at(moment)], moment)
         book.flush()
@@ -388,7 +389,7 @@ def release_expired_holds(now: dt.datetime | None = None) -> int:
     released = 0
     due = Hold.objects.filter(status=HoldStatus.PENDING, expires_at__lte=moment)
     for hold_id, account_id in due.values_list("id", "account_id"):
-        with _pipelined(), transaction.atomic():
+        with _transaction():
             book = _Book(Account(pk=account_id))
             hold = Hold.objects.get(pk=hold_id)
             if hold.status == HoldStatus.PENDING:
@@ -412,16 +413,16 @@ def _posting(
 ) -> Receipt:
     if not key or len(key) > 255:
         raise InvalidPosting("An idempotency key of 1 to 255 characters is required.")
-    first = _first_result(account.pk, key)
-    if first is not None:
-        return _replay(first, key, action, params)
     try:
-        with _pipelined(), transaction.atomic():
-            # The job row is found or made before the lock, so the lock is held briefly.
-            book = _Book(account, job=_job(account, job))
+        with _transaction():
+            book = _Book(account, key=key, job=job)
+            if book.first_result is not None:
+                raise _PostedBefore(book.first_result)  # rolls back the job row it may have made
             receipt = apply(book, now or timezone.now())
             book.record(key, action, params, receipt)
             book.flush()
+    except _PostedBefore as before:
+        return _replay(before.first, key, action, params)
     except (LedgerError, DatabaseError):
         # The same key may have been posted by a concurrent retry that took the lock
         # first (its record is unique, so ours failed; in a pipeline the failure shows
@@ -434,14 +435,21 @@ def _posting(
     return receipt
 
 
+class _PostedBefore(Exception):
+    def __init__(self, first: IdempotencyRecord) -> None:
+        self.first = first
+
+
 def _first_result(account_id: int, key: str) -> IdempotencyRecord | None:
-    """What was recorded against ``key`` on this account, if anything. Every posting asks
-    this first, so it is a plain query."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT action, params, result FROM ledger_idempotencyrecord "
-            f"WHERE account_id = %s AND {connection.ops.quote_name('key')} = %s", [account_id, key])
-        row = cursor.fetchone()
+    """What was recorded against ``key`` on this account, if anything."""
+    with _cursor() as cursor:
+        cursor.execute(_FIRST_RESULT, [account_id, key])
+        return _first_result_from(account_id, key, cursor.fetchone())
+
+
+def _first_result_from(
+    account_id: int, key: str, row: tuple[Any, ...] | None
+) -> IdempotencyRecord | None:
     if row is None:
         return None
     action, params, result = (v if isinstance(v, dict | None) or i == 0 else json.loads(v)
@@ -470,9 +478,9 @@ class _Book:
     the idempotency record) is gathered and sent together by ``flush``: one round trip on
     PostgreSQL (a pipeline), so the account row stays locked as briefly as possible."""
 
-    def __init__(self, account: Account, job: Job | None = None) -> None:
-        self.job = job
-        self.account, self.lots, self._entry_ids = _lock_with_live_lots(account.pk)
+    def __init__(self, account: Account, *, key: str | None = None, job: JobInfo | None = None) -> None:
+        (self.account, self.lots, self._entry_ids, self.job_id,
+         self.first_result) = _lock_and_read(account.pk, key, job)
         self.available_before = self.account.available
         self._entries: list[Entry] = []
         self._rollups: dict[dt.date, list[int]] = {}
@@ -701,46 +709,72 @@ _LOT_COLUMNS = ("id", "source", "amount", "remaining", "expires_at", "expired", 
 # The draw order, defined once: soonest expiry first, never-expiring last, oldest first
 # among equals.
 _LIVE_LOTS = (
-    f"SELECT {', '.join(_LOT_COLUMNS)} FROM ledger_lot WHERE account_id = %s AND remaining > 0 "
+    f"SELECT {', '.join(_LOT_COLUMNS)} FROM ledger_lot "
+    "WHERE account_id = %s AND NOT expired AND remaining > 0 "
     "ORDER BY expires_at ASC NULLS LAST, created_at, id"
 )
 
 
 _NEXT_ENTRY_ID = "SELECT nextval(pg_get_serial_sequence('ledger_entry', 'id'))"
+_FIRST_RESULT = ("SELECT action, params, result FROM ledger_idempotencyrecord "
+                 'WHERE account_id = %s AND "key" = %s')
+_LOCK = "SELECT slug, time_zone, unlimited, balance, held FROM ledger_account WHERE id = %s"
+# A job is made on first sight and its first description stays. NOT EXISTS spares the id
+# sequence on every later sight; ON CONFLICT covers a concurrent first sight.
+_MAKE_JOB = (
+    'INSERT INTO ledger_job (account_id, external_id, name, project, "user", resource_class, '
+    "created_at) SELECT %s, %s, %s, %s, %s, %s, %s WHERE NOT EXISTS "
+    "(SELECT 1 FROM ledger_job WHERE account_id = %s AND external_id = %s) ON CONFLICT DO NOTHING"
+)
+_FIND_JOB = "SELECT id FROM ledger_job WHERE account_id = %s AND external_id = %s"
 
 
-def _lock_with_live_lots(account_id: int) -> tuple[Account, list[Lot], list[int | None]]:
-    """Lock the account row, then read its lots with credits left, in draw order. On
-    PostgreSQL also take an id for the entry the posting will most likely write; the three
-    go in one pipeline.
+def _lock_and_read(
+    account_id: int, key: str | None, job: JobInfo | None
+) -> tuple[Account, list[Lot], list[int | None], int | None, IdempotencyRecord | None]:
+    """Everything a posting reads, in one round trip on PostgreSQL (a pipeline): make or
+    find its job and look up its key, both before the lock; lock the account row; then read
+    its lots with credits left, in draw order, and take an id for the entry the posting
+    will most likely write.
 
     The lots are read by a statement of their own on purpose: a statement that waited for
     the lock still reads other tables as they were when it began."""
-    lock = "SELECT slug, time_zone, unlimited, balance, held FROM ledger_account WHERE id = %s"
-    entry_ids: list[int | None] = []
-    if connection.vendor == "postgresql":
-        # In a pipeline (see _pipelined) the three travel together.
-        with connection.cursor() as locking, connection.cursor() as reading, \
-                connection.cursor() as numbering:
-            locking.execute(lock + " FOR UPDATE", [account_id])
-            reading.execute(_LIVE_LOTS, [account_id])
-            numbering.execute(_NEXT_ENTRY_ID)
-            row, lot_rows = locking.fetchone(), reading.fetchall()
-            entry_ids.append(numbering.fetchone()[0])
-    else:
-        with connection.cursor() as cursor:
-            cursor.execute(lock, [account_id])
-            row = cursor.fetchone()
-            cursor.execute(_LIVE_LOTS, [account_id])
-            lot_rows = cursor.fetchall()
-    if row is None:
+    pg = connection.vendor == "postgresql"
+    reads = []
+    if job is not None:
+        _execute_together([(_MAKE_JOB, [account_id, job.external_id, job.name, job.project,
+                                         job.user, job.resource_class,
+                                         connection.ops.adapt_datetimefield_value(timezone.now()),
+                                         account_id, job.external_id])])
+        reads.append((_FIND_JOB, [account_id, job.external_id]))
+    if key is not None:
+        reads.append((_FIRST_RESULT, [account_id, key]))
+    reads.append((_LOCK + (" FOR UPDATE" if pg else ""), [account_id]))
+    reads.append((_LIVE_LOTS, [account_id]))
+    if pg:
+        reads.append((_NEXT_ENTRY_ID, []))
+    results = iter(_read_together(reads))
+    job_id = next(results)[0][0] if job is not None else None
+    first = _first_result_from(account_id, key, next(iter(next(results)), None)) if key else None
+    rows, lot_rows = next(results), next(results)
+    entry_ids: list[int | None] = [next(results)[0][0]] if pg else []
+    if not rows:
         raise Account.DoesNotExist(f"No account {account_id}.")
-    slug, time_zone, unlimited, balance, held = row
+    slug, time_zone, unlimited, balance, held = rows[0]
     account = Account(pk=account_id, slug=slug, time_zone=time_zone, unlimited=bool(unlimited),
                       balance=balance, held=held)
     account._state.adding = False
-    lots = _lots_from_rows(account, lot_rows)
-    return account, lots, entry_ids
+    return account, _lots_from_rows(account, lot_rows), entry_ids, job_id, first
+
+
+def _read_together(reads: list[tuple[str, list[Any]]]) -> list[list[tuple[Any, ...]]]:
+    """Each statement's rows. In a pipeline (see ``_transaction``) the statements, and any
+    writes queued before them, travel together: one round trip."""
+    with contextlib.ExitStack() as stack:
+        cursors = [stack.enter_context(_cursor()) for _ in reads]
+        for cursor, (sql, params) in zip(cursors, reads, strict=True):
+            cursor.execute(sql, params)
+        return [cursor.fetchall() for cursor in cursors]
 
 
 def _lots_from_rows(account: Account, rows: list[tuple[Any, ...]]) -> list[Lot]:
@@ -761,7 +795,7 @@ def _next_entry_id() -> int | None:
     """A further entry id, from the sequence where the database has one."""
     if connection.vendor != "postgresql":
         return None
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         cursor.execute(_NEXT_ENTRY_ID)
         return int(cursor.fetchone()[0])
 
@@ -784,34 +818,79 @@ def _entry_values(entry: Entry) -> list[Any]:
 def _insert_entry(entry: Entry) -> None:
     sql = (f"INSERT INTO ledger_entry ({', '.join(_ENTRY_COLUMNS)}) "
            f"VALUES ({', '.join(['%s'] * len(_ENTRY_COLUMNS))}) RETURNING id")
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         cursor.execute(sql, _entry_values(entry))
         entry.pk = cursor.fetchone()[0]
     entry._state.adding = False
 
 
 def _execute_together(writes: list[tuple[str, list[Any]]]) -> None:
-    """Run statements whose results nobody reads. In a pipeline (see ``_pipelined``) they
-    are only queued, and travel to the server with the COMMIT."""
-    with connection.cursor() as cursor:
+    """Run statements whose results nobody reads. In a pipeline (see ``_transaction``) they
+    are only queued, and travel to the server with the next statement whose result is read,
+    or with the COMMIT.
+
+    On PostgreSQL several writes go as one statement, each a data-modifying WITH query:
+    they change different rows, so running them together changes nothing but the cost (one
+    statement to send, start and answer instead of one per write), most of it paid while
+    the account is locked."""
+    if connection.vendor == "postgresql" and len(writes) > 1:
+        writes = [("WITH " + ", ".join(f"w{n} AS ({sql})" for n, (sql, _) in enumerate(writes))
+                   + " SELECT", [value for _, params in writes for value in params])]
+    with _cursor() as cursor:
         for sql, params in writes:
             cursor.execute(sql, params)
 
 
 @contextlib.contextmanager
-def _pipelined() -> Iterator[None]:
-    """Pipeline mode for a posting's own transaction on PostgreSQL: a statement whose
-    result is not read waits for the next one that is, so the account lock is held for
-    two round trips (lock and read; writes and COMMIT), like the plainest possible debit.
+def _cursor() -> Iterator[CursorWrapper]:
+    """A cursor whose statements PostgreSQL parses and plans once per connection.
 
-    Not inside an enclosing transaction: there the writes would only be sent after its
-    savepoint was released, and an error could no longer be rolled back to it."""
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
-        yield
+    Django's own cursors bind parameters on the client, so PostgreSQL parses and plans
+    every statement afresh, and for a posting's short statements that costs more than
+    running them, much of it while the account is locked. This one binds on the server,
+    and psycopg prepares a statement the connection has run ``prepare_threshold`` times
+    (settings: ``DB_PREPARE_THRESHOLD``). Elsewhere it is Django's own cursor."""
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            yield cursor
         return
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    server_binding: Any = ServerBindingCursor  # psycopg's Cursor, which the stubs do not know
+    # What connection.cursor() does, with the server-binding class: the same checks,
+    # error wrapping, execute wrappers and (under assertNumQueries) query log.
+    connection.close_if_health_check_failed()
     connection.ensure_connection()
-    with connection.wrap_database_errors, connection.connection.pipeline():
+    connection.validate_thread_sharing()
+    with connection.wrap_database_errors:
+        raw = server_binding(connection.connection)
+    wrapped = (connection.make_debug_cursor(raw) if connection.queries_logged
+               else connection.make_cursor(raw))
+    with wrapped as cursor:
+        yield cursor
+
+
+@contextlib.contextmanager
+def _transaction() -> Iterator[None]:
+    """A posting's transaction. At top level on PostgreSQL it runs in pipeline mode: a
+    statement whose result is not read waits for the next one that is, so the posting makes
+    two round trips (its reads and the lock; its writes and the COMMIT), and holds the
+    account lock for one of them and the Python between, as briefly as the plainest
+    possible debit. The COMMIT is sent here, behind the writes and before the pipeline
+    ends; Django's own commit that follows finds the transaction already committed and
+    runs the on-commit callbacks.
+
+    Inside an enclosing transaction it is a plain savepoint: there the writes would only be
+    sent after the savepoint was released, and an error could no longer be rolled back to
+    it."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        with transaction.atomic():
+            yield
+        return
+    with transaction.atomic(), connection.wrap_database_errors, connection.connection.pipeline():
         yield
+        with connection.cursor() as cursor:
+            cursor.execute("COMMIT")
 
 
 def _copy_totals(source: Account, target: Account) -> None:
@@ -824,30 +903,8 @@ def _require_positive(amount: int) -> None:
         raise InvalidPosting("Amounts are positive whole numbers of credits.")
 
 
-def _job(account: Account, info: JobInfo | None) -> Job | None:
-    """The account's job with this external id, made on first sight. Its first description
-    stays; later postings for the same job only refer to it."""
-    if info is None:
-        return None
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT id FROM ledger_job WHERE account_id = %s AND external_id = %s",
-                       [account.pk, info.external_id])
-        row = cursor.fetchone()
-    if row is not None:
-        job = Job(pk=row[0], account_id=account.pk, external_id=info.external_id)
-        job._state.adding = False
-        return job
-    job, _ = Job.objects.get_or_create(
-        account_id=account.pk,
-        external_id=info.external_id,
-        defaults={"name": info.name, "project": info.project, "user": info.user,
-                  "resource_class": info.resource_class},
-    )
-    return job
-
-
 def _lots_in_draw_order(acct: Account) -> list[Lot]:
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         cursor.execute(_LIVE_LOTS, [acct.pk])
         return _lots_from_rows(acct, cursor.fetchall())
 

@@ -12,14 +12,13 @@ from typing import Any, cast
 from django.conf import settings
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection
 from django.db.models import Model
 from django.db.models.expressions import Col
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja.security import HttpBearer
 from redis import Redis
-from redis.commands.core import Script
 
 from billing.api import prepared
 from billing.api.errors import MissingScope, RateLimited
@@ -117,7 +116,7 @@ def find_active_key(hashed_key: str) -> ApiKey | None:
     for (model, _), attnames in zip(_JOINED, _attnames(), strict=True):
         values = row[start : start + len(attnames)]
         start += len(attnames)
-        built[model] = None if values[0] is None else model.from_db(connection.alias, attnames, values)
+        built[model] = None if values[0] is None else model.from_db(DEFAULT_DB_ALIAS, attnames, values)
     key, org = cast(ApiKey, built[ApiKey]), cast(Organization, built[Organization])
     key.organization = org
     org.account = cast(Account, built[Account])
@@ -146,13 +145,13 @@ def throttle(key: ApiKey) -> None:
 
 def count_request(name: str, timeout: int) -> int:
     """Add one to the count called ``name`` in the cache and return the new count."""
-    script = _redis_counter()
-    if script is None:
-        try:
-            return cache.incr(name)
-        except ValueError:  # the window's first request
-            return 1 if cache.add(name, 1, timeout=timeout) else cache.incr(name)
-    return int(script(keys=[cache.make_and_validate_key(name)], args=[timeout]))
+    counter = _redis_counter()
+    if counter is not None:
+        return counter(name, timeout)
+    try:
+        return cache.incr(name)
+    except ValueError:  # the window's first request
+        return 1 if cache.add(name, 1, timeout=timeout) else cache.incr(name)
 
 
 # The count and its expiry in one atomic round trip (Django's cache.incr takes two, EXISTS
@@ -165,15 +164,20 @@ return count
 
 
 @functools.cache
-def _redis_counter() -> Script | None:
-    """The counting script on the default cache's Redis client, made once per process rather
-    than per call as the cache's own methods do (the client is thread-safe and pools its
-    connections); None for an in-process cache."""
+def _redis_counter() -> Callable[[str, int], int] | None:
+    """Counting on the default cache's Redis, with a client made once per process rather than
+    per call as the cache's own methods do (it is thread-safe and pools its connections);
+    None for an in-process cache."""
     backend = caches["default"]
     if not isinstance(backend, RedisCache):
         return None
     client = cast(Redis, cast(Any, backend)._cache.get_client(write=True))
-    return client.register_script(_COUNT)
+    script = client.register_script(_COUNT)
+
+    def count(name: str, timeout: int) -> int:
+        return int(script(keys=[backend.make_and_validate_key(name)], args=[timeout]))
+
+    return count
 
 
 def touch(key: ApiKey) -> None:

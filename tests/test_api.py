@@ -10,6 +10,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from billing.api import api
 from billing.api.schemas import BalanceOut
 from billing.models import ApiKey, Organization, Scope
 from ledger import postings
@@ -82,6 +83,8 @@ def test_balance_is_json_in_its_published_schema(org, key) -> None:
     assert body.recent_history[0].job is not None
     assert body.recent_history[0].job.project == "shelf-detector"
     assert response.json()["recent_history"][0]["created_at"].endswith("Z")
+    # Byte for byte what ninja writes for the validated schema object.
+    assert response.content.decode() == api.renderer.render(None, body.model_dump(), response_status=200)
 
 
 def test_history_pages_newest_first_with_a_cursor_that_ignores_new_entries(org, key) -> None:

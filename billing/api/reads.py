@@ -65,8 +65,13 @@ def visible_entries(
     if before_id is not None:
         sql += " AND e.id < %s"
         params.append(before_id)
-    sql += " ORDER BY e.id DESC LIMIT %s OFFSET %s"
-    params += [limit, offset]
+    # The page size is written into the statement: with LIMIT a parameter PostgreSQL never
+    # trusts the prepared (generic) plan and plans every run afresh, which costs more than
+    # the scan. A balance and each first page are then one statement each.
+    sql += f" ORDER BY e.id DESC LIMIT {int(limit)}"
+    if offset:
+        sql += " OFFSET %s"
+        params.append(offset)
     with prepared.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -117,7 +118,7 @@ class Receipt:
     forfeited: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return dict(self.__dict__)  # its fields, all plain values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -444,14 +445,11 @@ def _first_result(account_id: int, key: str) -> IdempotencyRecord | None:
     """What was recorded against ``key`` on this account, if anything."""
     with _cursor() as cursor:
         cursor.execute(_FIRST_RESULT, [account_id, key])
-        return _first_result_from(account_id, key, cursor.fetchone())
+        row = cursor.fetchone()
+    return _first_result_from(account_id, key, row) if row is not None else None
 
 
-def _first_result_from(
-    account_id: int, key: str, row: tuple[Any, ...] | None
-) -> IdempotencyRecord | None:
-    if row is None:
-        return None
+def _first_result_from(account_id: int, key: str, row: tuple[Any, ...]) -> IdempotencyRecord:
     action, params, result = (v if isinstance(v, dict | None) or i == 0 else json.loads(v)
                               for i, v in enumerate(row))
     return IdempotencyRecord(account_id=account_id, key=key, action=action, params=params,
@@ -687,11 +685,17 @@ class _Book:
         if self._rollups or self._holds:
             # Listeners hear of it once the posting is committed, outside the lock; a
             # posting rolled back is never heard of.
-            changed, before = Account(pk=acct.pk, slug=acct.slug, time_zone=acct.time_zone,
-                                      unlimited=acct.unlimited, balance=acct.balance,
-                                      held=acct.held), self.available_before
-            transaction.on_commit(lambda: credits_changed.send(
-                Account, account=changed, available_before=before))
+            transaction.on_commit(functools.partial(
+                _tell_credits_changed, acct.pk, acct.slug, acct.time_zone, acct.unlimited,
+                acct.balance, acct.held, self.available_before))
+
+
+def _tell_credits_changed(
+    pk: int, slug: str, time_zone: str, unlimited: bool, balance: int, held: int, before: int
+) -> None:
+    changed = Account(pk=pk, slug=slug, time_zone=time_zone, unlimited=unlimited,
+                      balance=balance, held=held)
+    credits_changed.send(Account, account=changed, available_before=before)
 
 
 _ROLLUP_COLUMNS = ("top_ups", "credits_used", "refunds", "expired")
@@ -753,11 +757,12 @@ def _lock_and_read(
     reads.append((_LIVE_LOTS, [account_id]))
     if pg:
         reads.append((_NEXT_ENTRY_ID, []))
-    results = iter(_read_together(reads))
-    job_id = next(results)[0][0] if job is not None else None
-    first = _first_result_from(account_id, key, next(iter(next(results)), None)) if key else None
-    rows, lot_rows = next(results), next(results)
-    entry_ids: list[int | None] = [next(results)[0][0]] if pg else []
+    results = _read_together(reads)
+    job_id = results.pop(0)[0][0] if job is not None else None
+    recorded = results.pop(0) if key is not None else []
+    first = _first_result_from(account_id, key, recorded[0]) if key is not None and recorded else None
+    entry_ids: list[int | None] = [results.pop()[0][0]] if pg else []
+    rows, lot_rows = results
     if not rows:
         raise Account.DoesNotExist(f"No account {account_id}.")
     slug, time_zone, unlimited, balance, held = rows[0]
@@ -770,8 +775,7 @@ def _lock_and_read(
 def _read_together(reads: list[tuple[str, list[Any]]]) -> list[list[tuple[Any, ...]]]:
     """Each statement's rows. In a pipeline (see ``_transaction``) the statements, and any
     writes queued before them, travel together: one round trip."""
-    with contextlib.ExitStack() as stack:
-        cursors = [stack.enter_context(_cursor()) for _ in reads]
+    with _cursors(len(reads)) as cursors:
         for cursor, (sql, params) in zip(cursors, reads, strict=True):
             cursor.execute(sql, params)
         return [cursor.fetchall() for cursor in cursors]
@@ -842,31 +846,36 @@ def _execute_together(writes: list[tuple[str, list[Any]]]) -> None:
 
 
 @contextlib.contextmanager
-def _cursor() -> Iterator[CursorWrapper]:
-    """A cursor whose statements PostgreSQL parses and plans once per connection.
+def _cursors(count: int) -> Iterator[list[CursorWrapper]]:
+    """Cursors whose statements PostgreSQL parses and plans once per connection; several,
+    since in a pipeline each keeps the result of its own statement.
 
     Django's own cursors bind parameters on the client, so PostgreSQL parses and plans
     every statement afresh, and for a posting's short statements that costs more than
-    running them, much of it while the account is locked. This one binds on the server,
-    and psycopg prepares a statement the connection has run ``prepare_threshold`` times
-    (settings: ``DB_PREPARE_THRESHOLD``). Elsewhere it is Django's own cursor."""
-    if connection.vendor != "postgresql":
-        with connection.cursor() as cursor:
-            yield cursor
-        return
-    from django.db.backends.postgresql.base import ServerBindingCursor
+    running them, much of it while the account is locked. These bind on the server, and
+    psycopg prepares a statement the connection has run ``prepare_threshold`` times
+    (settings: ``DB_PREPARE_THRESHOLD``). Elsewhere they are Django's own cursors."""
+    with contextlib.ExitStack() as stack:
+        if connection.vendor != "postgresql":
+            yield [stack.enter_context(connection.cursor()) for _ in range(count)]
+            return
+        from django.db.backends.postgresql.base import ServerBindingCursor
 
-    server_binding: Any = ServerBindingCursor  # psycopg's Cursor, which the stubs do not know
-    # What connection.cursor() does, with the server-binding class: the same checks,
-    # error wrapping, execute wrappers and (under assertNumQueries) query log.
-    connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    connection.validate_thread_sharing()
-    with connection.wrap_database_errors:
-        raw = server_binding(connection.connection)
-    wrapped = (connection.make_debug_cursor(raw) if connection.queries_logged
-               else connection.make_cursor(raw))
-    with wrapped as cursor:
+        server_binding: Any = ServerBindingCursor  # psycopg's Cursor, unknown to the stubs
+        # What connection.cursor() does, with the server-binding class and its checks made
+        # once: the same error wrapping, execute wrappers and (under assertNumQueries) log.
+        connection.close_if_health_check_failed()
+        connection.ensure_connection()
+        connection.validate_thread_sharing()
+        wrap = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
+        with connection.wrap_database_errors:
+            raw = [server_binding(connection.connection) for _ in range(count)]
+        yield [stack.enter_context(wrap(cursor)) for cursor in raw]
+
+
+@contextlib.contextmanager
+def _cursor() -> Iterator[CursorWrapper]:
+    with _cursors(1) as (cursor,):
         yield cursor
 
 
@@ -889,8 +898,7 @@ def _transaction() -> Iterator[None]:
         return
     with transaction.atomic(), connection.wrap_database_errors, connection.connection.pipeline():
         yield
-        with connection.cursor() as cursor:
-            cursor.execute("COMMIT")
+        connection.connection.execute("COMMIT")
 
 
 def _copy_totals(source: Account, target: Account) -> None:

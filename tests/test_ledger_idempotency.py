@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ledger import postings
-from ledger.models import Entry, EntryKind, IdempotencyRecord
+from ledger.models import Entry, EntryKind, IdempotencyRecord, Job
 from tests.ledger_helpers import assert_clean, in_threads, new_account, top_up
 
 pytestmark = pytest.mark.ledger
@@ -82,3 +82,26 @@ def test_bad_amounts_are_refused_before_anything_is_stored() -> None:
     with pytest.raises(postings.InvalidPosting):
         postings.debit(account, 1, key="", operation="op")
     assert not IdempotencyRecord.objects.filter(account=account).exclude(key__startswith="top-up").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_is_made_once_and_keeps_its_first_description() -> None:
+    account = new_account(1_000)
+    postings.debit(account, 10, key="a", operation="op", job=postings.JobInfo("j-1", "first run"))
+    postings.debit(account, 10, key="b", operation="op", job=postings.JobInfo("j-1", "renamed"))
+    jobs = list(Job.objects.filter(account=account).values_list("external_id", "name"))
+    assert jobs == [("j-1", "first run")]
+    assert Entry.objects.filter(account=account, job__external_id="j-1").count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_or_conflicting_posting_makes_no_job() -> None:
+    account = new_account(100)
+    postings.debit(account, 10, key="k", operation="op", job=postings.JobInfo("j-1"))
+    with pytest.raises(postings.IdempotencyConflict) as conflict:
+        postings.debit(account, 10, key="k", operation="op", job=postings.JobInfo("j-2"))
+    assert conflict.value.fields == ["job"]
+    with pytest.raises(postings.InsufficientCredits):
+        postings.debit(account, 500, key="too-much", operation="op", job=postings.JobInfo("j-3"))
+    assert list(Job.objects.filter(account=account).values_list("external_id", flat=True)) == ["j-1"]
+    assert postings.debit(account, 10, key="k", operation="op", job=postings.JobInfo("j-1")).balance == 90

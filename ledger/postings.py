@@ -719,7 +719,9 @@ _LIVE_LOTS = (
 )
 
 
-_NEXT_ENTRY_ID = "SELECT nextval(pg_get_serial_sequence('ledger_entry', 'id'))"
+# The identity column's sequence by its name, which a prepared statement resolves once;
+# pg_get_serial_sequence() would search the catalog again on every posting, under the lock.
+_NEXT_ENTRY_ID = "SELECT nextval('ledger_entry_id_seq')"
 _FIRST_RESULT = ("SELECT action, params, result FROM ledger_idempotencyrecord "
                  'WHERE account_id = %s AND "key" = %s')
 _LOCK = "SELECT slug, time_zone, unlimited, balance, held FROM ledger_account WHERE id = %s"

@@ -418,7 +418,7 @@ def _posting(
         with _transaction():
             book = _Book(account, key=key, job=job)
             if book.first_result is not None:
-                raise _PostedBefore(book.first_result)  # rolls back the job row it may have made
+                raise _PostedBefore(book.first_result)
             receipt = apply(book, now or timezone.now())
             book.record(key, action, params, receipt)
             book.flush()
@@ -437,6 +437,9 @@ def _posting(
 
 
 class _PostedBefore(Exception):
+    """The key was posted before: leave the transaction, rolling back anything this
+    attempt wrote (a job row it made), and answer as the first posting was answered."""
+
     def __init__(self, first: IdempotencyRecord) -> None:
         self.first = first
 

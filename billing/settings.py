@@ -93,8 +93,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # psycopg prepares a statement once a connection has run it this many times, but only on
     # a server-binding cursor: the ORM's cursors bind on the client and are never prepared,
-    # so this reaches just the API's per-request lookups (billing/api/prepared.py). 0 turns it
-    # off, as a transaction-pooling PgBouncer older than 1.21 needs.
+    # so this reaches just the code that opts in (the API's per-request lookups, the ledger's
+    # postings). 0 turns it off, as a transaction-pooling PgBouncer older than 1.21 needs.
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
         envint("DB_PREPARE_THRESHOLD", 2) or None
     )

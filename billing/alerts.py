@@ -19,12 +19,13 @@ from typing import Any
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
-from django.db import connection, transaction
+from django.db import transaction
 from django.dispatch import receiver
 from django.template.loader import render_to_string
 from django.utils import timezone
 
 from billing.models import AlertKind, AlertThreshold, Organization, Role
+from ledger.db import prepared_cursor
 from ledger.models import Account
 from ledger.periods import current_period
 from ledger.signals import credits_changed
@@ -83,8 +84,9 @@ def _credits_changed(sender: Any, account: Account, available_before: int, **kwa
 
 
 def _has_thresholds(account_id: int) -> bool:
-    """Most organizations set no thresholds and every posting asks, so ask plainly."""
-    with connection.cursor() as cursor:
+    """Most organizations set no thresholds and every posting asks, so ask plainly, with a
+    statement PostgreSQL keeps prepared."""
+    with prepared_cursor() as cursor:
         cursor.execute(
             "SELECT 1 FROM billing_alertthreshold t JOIN billing_organization o "
             "ON o.id = t.organization_id WHERE o.account_id = %s LIMIT 1", [account_id])

@@ -11,7 +11,7 @@ import zoneinfo
 from typing import Any
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import ExpressionWrapper, Q
 
 
 class Account(models.Model):
@@ -61,18 +61,25 @@ class Lot(models.Model):
         "Entry", on_delete=models.PROTECT, related_name="lot", null=True, blank=True
     )
     created_at = models.DateTimeField()
+    # Whether a posting may draw on the lot: kept by the database, and it changes only when
+    # the lot is used up, revived by a refund or expired.
+    live = models.GeneratedField(
+        expression=ExpressionWrapper(Q(remaining__gt=0, expired=False), output_field=models.BooleanField()),
+        output_field=models.BooleanField(),
+        db_persist=True,
+    )
 
     class Meta:
         indexes = [
-            # Only expiry takes a lot out of this index, once in the lot's life. A debit
-            # changes nothing the index reads (not even its condition), so PostgreSQL
-            # updates the lot's row in place (a HOT update), without new index entries;
-            # a condition on ``remaining`` would cost each debit a new entry in every
-            # index of the table and leave dead ones for the next read to step over.
+            # The index holds live lots only, so a posting's read of them never steps over
+            # lots used up or expired long ago. Its condition reads ``live``, not
+            # ``remaining``: a debit that leaves credits in a lot changes nothing the index
+            # reads, so PostgreSQL updates the row in place (a HOT update) without a new
+            # entry in every index of the table.
             models.Index(
                 fields=["account", "expires_at", "created_at"],
                 name="lot_live_idx",
-                condition=Q(expired=False),
+                condition=Q(live=True),
             )
         ]
         constraints = [models.CheckConstraint(condition=Q(remaining__gte=0), name="lot_remaining_gte_0")]

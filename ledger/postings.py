@@ -18,10 +18,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.backends.utils import CursorWrapper
 from django.db.models import Sum
 from django.utils import timezone
 
+from ledger.db import prepared_cursor, prepared_cursors
 from ledger.models import (
     Account,
     Entry,
@@ -446,7 +446,7 @@ class _PostedBefore(Exception):
 
 def _first_result(account_id: int, key: str) -> IdempotencyRecord | None:
     """What was recorded against ``key`` on this account, if anything."""
-    with _cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_FIRST_RESULT, [account_id, key])
         row = cursor.fetchone()
     return _first_result_from(account_id, key, row) if row is not None else None
@@ -717,7 +717,7 @@ _LOT_COLUMNS = ("id", "source", "amount", "remaining", "expires_at", "expired", 
 # among equals.
 _LIVE_LOTS = (
     f"SELECT {', '.join(_LOT_COLUMNS)} FROM ledger_lot "
-    "WHERE account_id = %s AND NOT expired AND remaining > 0 "
+    "WHERE account_id = %s AND live "
     "ORDER BY expires_at ASC NULLS LAST, created_at, id"
 )
 
@@ -780,7 +780,7 @@ def _lock_and_read(
 def _read_together(reads: list[tuple[str, list[Any]]]) -> list[list[tuple[Any, ...]]]:
     """Each statement's rows. In a pipeline (see ``_transaction``) the statements, and any
     writes queued before them, travel together: one round trip."""
-    with _cursors(len(reads)) as cursors:
+    with prepared_cursors(len(reads)) as cursors:
         for cursor, (sql, params) in zip(cursors, reads, strict=True):
             cursor.execute(sql, params)
         return [cursor.fetchall() for cursor in cursors]
@@ -804,7 +804,7 @@ def _next_entry_id() -> int | None:
     """A further entry id, from the sequence where the database has one."""
     if connection.vendor != "postgresql":
         return None
-    with _cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_NEXT_ENTRY_ID)
         return int(cursor.fetchone()[0])
 
@@ -827,7 +827,7 @@ def _entry_values(entry: Entry) -> list[Any]:
 def _insert_entry(entry: Entry) -> None:
     sql = (f"INSERT INTO ledger_entry ({', '.join(_ENTRY_COLUMNS)}) "
            f"VALUES ({', '.join(['%s'] * len(_ENTRY_COLUMNS))}) RETURNING id")
-    with _cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, _entry_values(entry))
         entry.pk = cursor.fetchone()[0]
     entry._state.adding = False
@@ -845,43 +845,9 @@ def _execute_together(writes: list[tuple[str, list[Any]]]) -> None:
     if connection.vendor == "postgresql" and len(writes) > 1:
         writes = [("WITH " + ", ".join(f"w{n} AS ({sql})" for n, (sql, _) in enumerate(writes))
                    + " SELECT", [value for _, params in writes for value in params])]
-    with _cursor() as cursor:
+    with prepared_cursor() as cursor:
         for sql, params in writes:
             cursor.execute(sql, params)
-
-
-@contextlib.contextmanager
-def _cursors(count: int) -> Iterator[list[CursorWrapper]]:
-    """Cursors whose statements PostgreSQL parses and plans once per connection; several,
-    since in a pipeline each keeps the result of its own statement.
-
-    Django's own cursors bind parameters on the client, so PostgreSQL parses and plans
-    every statement afresh, and for a posting's short statements that costs more than
-    running them, much of it while the account is locked. These bind on the server, and
-    psycopg prepares a statement the connection has run ``prepare_threshold`` times
-    (settings: ``DB_PREPARE_THRESHOLD``). Elsewhere they are Django's own cursors."""
-    with contextlib.ExitStack() as stack:
-        if connection.vendor != "postgresql":
-            yield [stack.enter_context(connection.cursor()) for _ in range(count)]
-            return
-        from django.db.backends.postgresql.base import ServerBindingCursor
-
-        server_binding: Any = ServerBindingCursor  # psycopg's Cursor, unknown to the stubs
-        # What connection.cursor() does, with the server-binding class and its checks made
-        # once: the same error wrapping, execute wrappers and (under assertNumQueries) log.
-        connection.close_if_health_check_failed()
-        connection.ensure_connection()
-        connection.validate_thread_sharing()
-        wrap = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
-        with connection.wrap_database_errors:
-            raw = [server_binding(connection.connection) for _ in range(count)]
-        yield [stack.enter_context(wrap(cursor)) for cursor in raw]
-
-
-@contextlib.contextmanager
-def _cursor() -> Iterator[CursorWrapper]:
-    with _cursors(1) as (cursor,):
-        yield cursor
 
 
 @contextlib.contextmanager
@@ -917,7 +883,7 @@ def _require_positive(amount: int) -> None:
 
 
 def _lots_in_draw_order(acct: Account) -> list[Lot]:
-    with _cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_LIVE_LOTS, [acct.pk])
         return _lots_from_rows(acct, cursor.fetchall())
 

@@ -20,9 +20,9 @@ from django.utils import timezone
 from ninja.security import HttpBearer
 from redis import Redis
 
-from billing.api import prepared
 from billing.api.errors import MissingScope, RateLimited
 from billing.models import ApiKey, Organization, Plan, Scope, Subscription
+from ledger.db import prepared_cursor
 from ledger.models import Account
 
 # last_used_at is written at most this often per key, so reads do not all become writes.
@@ -102,7 +102,7 @@ def _attnames() -> list[list[str]]:
 
 def find_active_key(hashed_key: str) -> ApiKey | None:
     """The unrevoked key with this hash, its organization, account, subscription and plan."""
-    with prepared.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_lookup_sql(), [hashed_key])
         found = cursor.fetchone()
     if found is None:

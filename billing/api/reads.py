@@ -12,7 +12,6 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from ninja import Query, Router
 
-from billing.api import prepared
 from billing.api.auth import READ, organization
 from billing.api.schemas import (
     MAX_BIGINT,
@@ -30,6 +29,7 @@ from billing.api.schemas import (
 )
 from billing.models import Organization
 from ledger import postings
+from ledger.db import prepared_cursor
 from ledger.models import DailyRollup, Entry, Job, Price
 from ledger.periods import add_months, as_aware, current_period, month_start
 
@@ -72,7 +72,7 @@ def visible_entries(
     if offset:
         sql += " OFFSET %s"
         params.append(offset)
-    with prepared.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     return [

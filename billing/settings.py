@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "django_htmx",
+    "ninja",  # its Swagger UI served from our static files, not a CDN
     "axes",
     "ledger",
     "billing",

@@ -54,3 +54,11 @@ def bearer(org: Organization, keep_test_connection: None) -> dict[str, str]:
                                  HealthCheck.filter_too_much])
 def test_api_conforms_to_its_schema(case, bearer) -> None:  # type: ignore[no-untyped-def]
     case.call_and_validate(headers=bearer, checks=CHECKS)
+
+
+def test_api_docs_load_swagger_from_our_own_static_files(client) -> None:  # type: ignore[no-untyped-def]
+    """The docs page works on a network that reaches only this server."""
+    page = client.get("/api/v1/docs").content.decode()
+    assert "/static/ninja/swagger-ui-bundle.js" in page
+    assert "cdn" not in page.lower()
+    assert client.get("/static/ninja/swagger-ui-bundle.js").status_code == 200

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from billing.api import api
+from billing import api
 from billing.views import alerts, api_keys, billing, health, home, usage, webhooks
 
 org_urls = [
@@ -32,7 +32,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("orgs/<slug:slug>/", include(org_urls)),
     path("webhooks/stripe/", webhooks.stripe_webhook, name="stripe_webhook"),
-    path("api/v1/", api.urls),
+    path("api/v1/", api.urls()),
     path("healthz", health.healthz, name="healthz"),
     path("admin/", admin.site.urls),
 ]

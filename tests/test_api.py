@@ -421,6 +421,13 @@ def test_a_hold_expires_after_its_ttl(org, key) -> None:
     assert (stored.expires_at - stored.created_at).total_seconds() == 120
 
 
+def test_a_method_an_endpoint_does_not_take_is_405_in_the_error_shape(key) -> None:
+    response = call("delete", "credits/balance", key)
+    assert response.status_code == 405
+    assert error(response)["code"] == "method_not_allowed"
+    assert response["Allow"] == "GET"
+
+
 def test_an_unknown_endpoint_is_404_in_the_error_shape(key) -> None:
     response = call("get", "credits/balances", key)
     assert response.status_code == 404

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.http import HttpRequest
 from ninja import NinjaAPI, Router
 
@@ -29,3 +31,12 @@ def unknown_endpoint(request: HttpRequest, path: str) -> None:
 
 
 api.add_router("", fallback)
+
+
+def urls() -> tuple[list[Any], str, str]:
+    """The API's URL patterns, each answering a method it does not take in the error shape."""
+    patterns, app_name, namespace = api.urls
+    for pattern in patterns:
+        assert pattern.callback is not None  # ninja's patterns each have a view
+        pattern.callback = errors.json_not_allowed(api, pattern.callback)
+    return patterns, app_name, namespace

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
@@ -44,6 +46,24 @@ def error_response(
 ) -> HttpResponse:
     body = {"error": {"code": code, "message": message, **extra}}
     return api.create_response(request, body, status=status)
+
+
+def json_not_allowed(api: NinjaAPI, view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+    """``view``, with ninja's plain-text 405 (a method the path does not take) answered in
+    the error shape instead, keeping its ``Allow`` header."""
+
+    @functools.wraps(view)  # keeps ninja's csrf_exempt mark
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        response = view(request, *args, **kwargs)
+        if response.status_code != 405 or response.get("Content-Type", "").startswith("application/json"):
+            return response
+        allowed = response.get("Allow", "")
+        answer = error_response(api, request, 405, "method_not_allowed",
+                                f"{request.method} is not allowed here; use {allowed}.")
+        answer["Allow"] = allowed
+        return answer
+
+    return wrapped
 
 
 def register(api: NinjaAPI) -> None:

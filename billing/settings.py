@@ -82,8 +82,9 @@ DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'tally.sqlite3'}"),
         conn_max_age=envint("DB_CONN_MAX_AGE", 0),
-        # A kept connection (DB_CONN_MAX_AGE) is checked before a request reuses it.
-        conn_health_checks=True,
+        # Off by default: the check is a round trip at the start of every request. A kept
+        # connection that died (the database restarted) fails one request and is replaced.
+        conn_health_checks=envbool("DB_CONN_HEALTH_CHECKS", False),
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

@@ -685,9 +685,9 @@ class _Book:
         _execute_together(writes)
         for entry in self._entries:
             entry._state.adding = False
-        if self._rollups or self._holds:
-            # Listeners hear of it once the posting is committed, outside the lock; a
-            # posting rolled back is never heard of.
+        if self._rollups or self._holds or acct.available != self.available_before:
+            # Any posting that moved balance or held (a reserve moves only held) is heard
+            # of once committed, outside the lock; a posting rolled back is never heard of.
             transaction.on_commit(functools.partial(
                 _tell_credits_changed, acct.pk, acct.slug, acct.time_zone, acct.unlimited,
                 acct.balance, acct.held, self.available_before))

@@ -138,6 +138,16 @@ def test_percent_threshold_uses_the_plan_allowance(
     assert "below 45% of the allowance" in mail.outbox[0].subject
 
 
+def test_a_hold_that_takes_available_below_a_threshold_emails_the_managers(
+    eager_tasks: None, org: Organization, manager, django_capture_on_commit_callbacks  # type: ignore[no-untyped-def]
+) -> None:
+    AlertThreshold.objects.create(organization=org, kind=AlertKind.ABSOLUTE, value=1_000)
+    with django_capture_on_commit_callbacks(execute=True):
+        postings.reserve(org.account, 4_500, key="big-job", operation="training_a10g_per_minute")
+    assert len(mail.outbox) == 1
+    assert "500 available (below 1,000)" in mail.outbox[0].subject
+
+
 def test_a_rolled_back_debit_sends_nothing(
     eager_tasks: None, org: Organization, manager, django_capture_on_commit_callbacks  # type: ignore[no-untyped-def]
 ) -> None:

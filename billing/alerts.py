@@ -22,6 +22,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
 from django.dispatch import receiver
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
 
 from billing.models import AlertKind, AlertThreshold, Organization, Role
@@ -112,6 +113,7 @@ def evaluate(account_id: int, now: dt.datetime | None = None) -> list[Alert]:
         monthly = _monthly_credits(org)
         alerts: list[Alert] = []
         for threshold in AlertThreshold.objects.filter(organization=org).order_by("pk"):
+            threshold.organization = org  # each alert's email needs it; no query per alert
             level = threshold_level(threshold, monthly)
             if level is None:
                 continue
@@ -146,8 +148,8 @@ def send_alert(alert: Alert) -> bool:
     site = settings.SITE_URL.rstrip("/")
     context = {
         "org": org, "threshold": alert.threshold, "level": alert.level,
-        "available": alert.available, "billing_url": f"{site}/orgs/{org.slug}/billing/",
-        "alerts_url": f"{site}/orgs/{org.slug}/alerts/",
+        "available": alert.available, "billing_url": site + reverse("billing", args=[org.slug]),
+        "alerts_url": site + reverse("alerts", args=[org.slug]),
     }
     name = str(alert.notice)
     subject = render_to_string(f"emails/{name}_subject.txt", context).strip()

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import itertools
 import logging
 import zoneinfo
+from collections import defaultdict
 from collections.abc import Sequence
 
 from django.db import transaction
@@ -29,7 +29,7 @@ from django.utils import timezone
 from billing.invoices import issue_invoices
 from billing.models import Invoice, Organization, Subscription
 from ledger import postings
-from ledger.models import Account, Entry, Statement
+from ledger.models import Account, Entry, Lot, Statement
 from ledger.periods import add_months, current_period, month_start
 from ledger.statements import freeze_statements
 
@@ -84,15 +84,13 @@ def close_organizations(
     with transaction.atomic():
         _lock(orgs)
         pending = _months_to_close(orgs, now)  # read under the lock: no close can race it
-        for index in itertools.count():
-            due = [
-                (org, months[index]) for org in orgs
-                if index < len(months := pending[org.pk]) and (through is None or months[index] <= through)
-            ]
-            if not due:
-                break
-            for period, group in itertools.groupby(sorted(due, key=lambda d: d[1]), key=lambda d: d[1]):
-                closed.extend(_close_month([org for org, _ in group], period, now))
+        by_period: dict[dt.date, list[Organization]] = defaultdict(list)
+        for org in orgs:
+            for period in pending[org.pk]:
+                if through is None or period <= through:
+                    by_period[period].append(org)
+        for period in sorted(by_period):  # so each organization's months close oldest first
+            closed.extend(_close_month(by_period[period], period, now))
     return closed
 
 
@@ -190,8 +188,11 @@ def _close_month(orgs: list[Organization], period: dt.date, now: dt.datetime) ->
     closed = [ClosedMonth(org.slug, period, existing[org.account_id], None, closed_now=False)
               for org in orgs if org.account_id in existing]
     orgs = [org for org in orgs if org.account_id not in existing]
+    due = set(Lot.objects.filter(account__in=[org.account_id for org in orgs], live=True,
+                                 expires_at__lte=now).values_list("account_id", flat=True))
     for org in orgs:
-        postings.expire_lots(org.account, now)
+        if org.account_id in due:  # one query for the batch rather than a posting each
+            postings.expire_lots(org.account, now)
     statements = freeze_statements([org.account for org in orgs], period)
     invoices = issue_invoices(orgs, period, now)
     for org in orgs:

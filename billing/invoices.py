@@ -18,17 +18,11 @@ def invoice_number(org: Organization, period: dt.date) -> str:
     return f"TLY-{period:%Y%m}-{org.pk:06d}"
 
 
-def issue_invoice(org: Organization, period: dt.date, now: dt.datetime | None = None) -> Invoice:
-    """Issue the invoice for the month starting ``period``; an issued one is returned as is."""
-    (invoice,) = issue_invoices([org], period, now)
-    return invoice
-
-
 def issue_invoices(
     orgs: Sequence[Organization], period: dt.date, now: dt.datetime | None = None
 ) -> list[Invoice]:
-    """``issue_invoice`` for each of ``orgs``, in a fixed number of queries (the month
-    close issues a batch of organizations' invoices at once)."""
+    """Issue each organization's invoice for the month starting ``period`` (one already
+    issued is returned as is), in a fixed number of queries for the whole batch."""
     period = period.replace(day=1)
     existing = {
         invoice.organization_id: invoice

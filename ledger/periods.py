@@ -32,6 +32,11 @@ def current_period(now: dt.datetime, tz: zoneinfo.ZoneInfo) -> dt.date:
     return now.astimezone(tz).date().replace(day=1)
 
 
+def next_month_start(now: dt.datetime, tz: zoneinfo.ZoneInfo) -> dt.datetime:
+    """Local midnight on the 1st of the month after ``now``'s: when monthly credits reset."""
+    return month_start(add_months(current_period(now, tz), 1), tz)
+
+
 def parse_period(text: str) -> dt.date:
     """``YYYY-MM`` to the month's first day; ValueError for anything else."""
     match = PERIOD_RE.match(text)

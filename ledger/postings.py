@@ -153,10 +153,13 @@ def quote(operation: str, quantity: int) -> int:
     """Credits for ``quantity`` units of ``operation`` from the price table."""
     if quantity <= 0:
         raise InvalidPosting("Quantity must be a positive whole number.")
-    price = Price.objects.filter(operation=operation).first()
-    if price is None:
+    # Every priced posting asks, so this is one prepared statement, not an ORM query.
+    with prepared_cursor() as cursor:
+        cursor.execute(_PRICE, [operation])
+        row = cursor.fetchone()
+    if row is None:
         raise UnknownOperation(operation)
-    return price.total_for(quantity)
+    return Price(credits_per_unit=row[0], minimum_credits=row[1]).total_for(quantity)
 
 
 def live_lots(account: Account, now: dt.datetime | None = None) -> list[Lot]:
@@ -370,7 +373,8 @@ def expire_lots(account: Account, now: dt.datetime | None = None) -> list[Entry]
     with _transaction():
         book = _Book(account)
         entries = book.expire([lot for lot in book.lots if lot.is_expired_at(moment)], moment)
-        book.flush()
+        if entries:
+            book.flush()
     _copy_totals(book.account, account)
     return entries
 
@@ -379,7 +383,7 @@ def expire_due_lots(now: dt.datetime | None = None) -> int:
     """Expire every lot past its expiry on every account, so balances never count dead
     credits while an account is quiet. Returns how many expiry entries were posted."""
     moment = now or timezone.now()
-    due = (Lot.objects.filter(remaining__gt=0, expires_at__lte=moment)
+    due = (Lot.objects.filter(live=True, expires_at__lte=moment)
            .order_by().values_list("account_id", flat=True).distinct())
     return sum(len(expire_lots(Account(pk=account_id), now=moment)) for account_id in due)
 
@@ -710,6 +714,7 @@ _ROLLUP_UPSERT = (
 )
 
 
+_PRICE = "SELECT credits_per_unit, minimum_credits FROM ledger_price WHERE operation = %s"
 _ENTRY_COLUMNS = ("account_id", "kind", "operation", "amount", "balance_after", "quantity", "job_id",
                   "hold_id", "refund_of_expired", "memo", "created_at", "local_date")
 _LOT_COLUMNS = ("id", "source", "amount", "remaining", "expires_at", "expired", "created_at")

@@ -23,12 +23,6 @@ class StatementError(Exception):
     """The ledger does not support a sound statement; nothing was frozen."""
 
 
-def freeze_statement(account: Account, period: dt.date) -> Statement:
-    """Freeze the month starting ``period`` for ``account``; see ``freeze_statements``."""
-    (statement,) = freeze_statements([account], period)
-    return statement
-
-
 def freeze_statements(accounts: Sequence[Account], period: dt.date) -> list[Statement]:
     """Freeze the month starting ``period`` for each of ``accounts``, with its daily rows.
 

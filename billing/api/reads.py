@@ -21,7 +21,6 @@ from billing.api.schemas import (
     Error,
     EstimateOut,
     HistoryOut,
-    LotOut,
     PriceOut,
     PricingOut,
     UsageDayOut,
@@ -31,7 +30,7 @@ from billing.models import Organization
 from ledger import postings
 from ledger.db import prepared_cursor
 from ledger.models import DailyRollup, Entry, Job, Price
-from ledger.periods import add_months, as_aware, current_period, month_start
+from ledger.periods import as_aware, next_month_start
 
 router = Router(tags=["credits"], auth=READ)
 
@@ -106,13 +105,12 @@ def balance(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     since = now - dt.timedelta(days=audit_window_days(org))
     subscription = getattr(org, "subscription", None)
-    next_period = add_months(current_period(now, account.tzinfo), 1)
     return rendered({
         "credits_remaining": account.balance,
         "credits_available": account.available,
         "credits_held": account.held,
         "credits_monthly_allowance": subscription.monthly_credits if subscription else None,
-        "credits_reset_at": month_start(next_period, account.tzinfo),
+        "credits_reset_at": next_month_start(now, account.tzinfo),
         "unlimited": account.unlimited,
         "recent_history": visible_entries(org, since, RECENT_HISTORY),
     })
@@ -154,15 +152,7 @@ def estimate(
     """What ``quantity`` of ``operation`` would cost, the lots it would draw on, and whether
     a hold for it would succeed now. Posts nothing."""
     result = postings.estimate(organization(request).account, operation, quantity)
-    return EstimateOut(
-        operation=result.operation,
-        quantity=result.quantity,
-        total_credits=result.total_credits,
-        credits_available=result.credits_available,
-        sufficient=result.sufficient,
-        lots=[LotOut(lot_id=lot.lot_id, source=lot.source, expires_at=lot.expires_at,
-                     credits=lot.credits) for lot in result.lots],
-    )
+    return EstimateOut.model_validate(result, from_attributes=True)  # the same field names
 
 
 @router.get("usage", response={200: UsageOut, **FAILURES})

@@ -152,6 +152,13 @@ class DebitIn(Schema):
     job: JobIn | None = None
 
 
+def _quantity_or_amount[T: HoldIn | SettleIn](body: T) -> T:
+    """A body names its credits either as ``quantity`` (priced) or as ``amount``."""
+    if (body.quantity is None) == (body.amount is None):
+        raise ValueError("Give either quantity or amount, not both.")
+    return body
+
+
 class HoldIn(Schema):
     operation: Operation
     quantity: Quantity | None = None
@@ -160,12 +167,7 @@ class HoldIn(Schema):
     ttl_seconds: int | None = Field(
         None, ge=60, le=7 * 24 * 3600, description="Release the hold if unresolved by then."
     )
-
-    @model_validator(mode="after")
-    def quantity_or_amount(self) -> HoldIn:
-        if (self.quantity is None) == (self.amount is None):
-            raise ValueError("Give either quantity or amount, not both.")
-        return self
+    quantity_or_amount = model_validator(mode="after")(_quantity_or_amount)
 
 
 class SettleIn(Schema):
@@ -175,12 +177,7 @@ class SettleIn(Schema):
     quantity: Annotated[int, Field(ge=0, le=MAX_QUANTITY)] | None = Field(
         None, description="Units of the hold's operation to charge, priced now."
     )
-
-    @model_validator(mode="after")
-    def quantity_or_amount(self) -> SettleIn:
-        if (self.quantity is None) == (self.amount is None):
-            raise ValueError("Give either quantity or amount, not both.")
-        return self
+    quantity_or_amount = model_validator(mode="after")(_quantity_or_amount)
 
 
 class RefundIn(Schema):

@@ -22,7 +22,7 @@ from billing.models import CreditPack, Invoice, Organization, Purchase, Purchase
 from billing.payments import PaymentError, ProviderName
 from billing.payments import local as local_provider
 from ledger import postings
-from ledger.periods import add_months, current_period, month_start
+from ledger.periods import next_month_start
 
 HISTORY_ROWS = 50
 
@@ -37,8 +37,7 @@ def _context(request: HttpRequest, slug: str) -> dict[str, Any]:
 
 def next_reset(org: Organization, now: dt.datetime | None = None) -> dt.datetime:
     """Subscription credits are granted at local midnight on the 1st of each month."""
-    tz = org.tzinfo
-    return month_start(add_months(current_period(now or timezone.now(), tz), 1), tz)
+    return next_month_start(now or timezone.now(), org.tzinfo)
 
 
 @login_required

@@ -54,13 +54,13 @@ def usage_page(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         raise Http404("That day is not in this billing period.")
     context: dict[str, Any] = {
         "org": org, "membership": membership, "month": month, "months": months,
-        "gauges": gauges.plan_gauges(org, seats_used=org.memberships.count()),
         "chart": charts.daily_chart(month.credits_used_by_date()),
         "open_day": day, "open_day_jobs": usage.day_jobs(org.account, day) if day else [],
         "export_url": _with_query(reverse("usage_export", args=[org.slug]), period=f"{period:%Y-%m}"),
     }
     if request.htmx and not request.htmx.history_restore_request:
-        return render(request, "billing/usage.html#period", context)
+        return render(request, "billing/usage.html#period", context)  # no gauges there
+    context["gauges"] = gauges.plan_gauges(org, seats_used=org.memberships.count())
     return render(request, "billing/usage.html", context)
 
 

@@ -68,20 +68,22 @@ def _credits_changed(sender: Any, account: Account, available_before: int, **kwa
     Cheap when the organization has no thresholds (one query)."""
     if account.unlimited or not _has_thresholds(account.pk):
         return
-    thresholds = list(AlertThreshold.objects.filter(organization__account_id=account.pk))
-    if not thresholds:
-        return
-    org = Organization.objects.select_related("subscription__plan").get(account_id=account.pk)
-    monthly = _monthly_credits(org)
-    available, period = account.available, current_period(timezone.now(), account.tzinfo)
-    for threshold in thresholds:
-        level = threshold_level(threshold, monthly)
-        if level is None:
-            continue
-        is_below = available < level
-        if threshold.below != is_below or (is_below and threshold.last_alert_period != period):
+    period = current_period(timezone.now(), account.tzinfo)
+    for threshold in AlertThreshold.objects.filter(organization__account_id=account.pk).select_related(
+        "organization__subscription__plan"
+    ):
+        level = threshold_level(threshold, _monthly_credits(threshold.organization))
+        if level is not None and _notice_due(threshold, level, account.available, period):
             transaction.on_commit(functools.partial(_enqueue, account.pk))
             return
+
+
+def _notice_due(threshold: AlertThreshold, level: int, available: int, period: dt.date) -> Notice | None:
+    """The email a threshold calls for with ``available`` credits: low once per crossing
+    and period, restored when a top-up lifts it back above."""
+    if available < level:
+        return Notice.LOW if not threshold.below or threshold.last_alert_period != period else None
+    return Notice.RESTORED if threshold.below else None
 
 
 def _has_thresholds(account_id: int) -> bool:
@@ -117,16 +119,15 @@ def evaluate(account_id: int, now: dt.datetime | None = None) -> list[Alert]:
             level = threshold_level(threshold, monthly)
             if level is None:
                 continue
-            is_below = account.available < level
-            if is_below and (not threshold.below or threshold.last_alert_period != period):
+            notice = _notice_due(threshold, level, account.available, period)
+            if notice == Notice.LOW:
                 threshold.below, threshold.last_alerted_at = True, now
                 threshold.last_alert_period = period
-                alerts.append(Alert(Notice.LOW, threshold, level, account.available))
-            elif not is_below and threshold.below:
+            elif notice == Notice.RESTORED:
                 threshold.below = False
-                alerts.append(Alert(Notice.RESTORED, threshold, level, account.available))
             else:
                 continue
+            alerts.append(Alert(notice, threshold, level, account.available))
             threshold.save(update_fields=["below", "last_alerted_at", "last_alert_period"])
     return alerts
 

@@ -3,6 +3,7 @@ breaks the published schema."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +13,8 @@ from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
+from billing import client as tally_client
+from billing.api import schemas
 from billing.models import ApiKey, Organization, Scope
 from billing.wsgi import application
 from ledger import postings
@@ -62,3 +65,14 @@ def test_api_docs_load_swagger_from_our_own_static_files(client) -> None:  # typ
     assert "/static/ninja/swagger-ui-bundle.js" in page
     assert "cdn" not in page.lower()
     assert client.get("/static/ninja/swagger-ui-bundle.js").status_code == 200
+
+
+@pytest.mark.parametrize(("client_type", "schema"), [
+    ("CreditBalance", "BalanceOut"), ("Entry", "EntryOut"), ("Job", "JobOut"),
+    ("Estimate", "EstimateOut"), ("LotPlan", "LotOut"), ("UsageDay", "UsageDayOut"),
+])
+def test_the_python_client_reads_every_field_the_api_publishes(client_type: str, schema: str) -> None:
+    """The client stays free of server imports, so its types are written out again; this
+    keeps the two copies from drifting apart."""
+    fields = {field.name for field in dataclasses.fields(getattr(tally_client, client_type))}
+    assert fields == set(getattr(schemas, schema).model_fields)

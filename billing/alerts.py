@@ -56,7 +56,7 @@ def threshold_level(threshold: AlertThreshold, monthly_credits: int | None) -> i
 
 
 def _monthly_credits(org: Organization) -> int | None:
-    subscription = getattr(org, "subscription", None)
+    subscription = org.plan_subscription
     return subscription.monthly_credits if subscription is not None else None
 
 

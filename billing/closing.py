@@ -27,7 +27,7 @@ from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from billing.invoices import issue_invoices
-from billing.models import Invoice, Organization, Subscription
+from billing.models import Invoice, Organization
 from ledger import postings
 from ledger.models import Account, Entry, Lot, Statement
 from ledger.periods import add_months, current_period, month_start
@@ -207,9 +207,6 @@ def _close_month(orgs: list[Organization], period: dt.date, now: dt.datetime) ->
 def _renew(org: Organization, period: dt.date, now: dt.datetime) -> None:
     """Grant the month's subscription credits, unless they would already have expired
     (a close that catches up on a missed month does not grant dead credits)."""
-    try:
-        subscription = org.subscription
-    except Subscription.DoesNotExist:
-        return
-    if subscription.renewal_expiry(period) > now:
+    subscription = org.plan_subscription
+    if subscription is not None and subscription.renewal_expiry(period) > now:
         subscription.renew(period, now=now)

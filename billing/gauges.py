@@ -93,7 +93,7 @@ def count_gauge(kind: GaugeKind, title: str, noun: str, used: int, limit: int | 
 def menu_gauges(org: Organization) -> list[Gauge]:
     """Credits, storage and deployments; no queries when the organization was loaded with
     its account and subscription (as ``get_membership`` does)."""
-    subscription = _subscription(org)
+    subscription = org.plan_subscription
     return [
         credits_gauge(org, subscription),
         storage_gauge(org, subscription),
@@ -104,14 +104,9 @@ def menu_gauges(org: Organization) -> list[Gauge]:
 
 def plan_gauges(org: Organization, seats_used: int) -> list[Gauge]:
     """The usage page's four rows."""
-    subscription = _subscription(org)
+    subscription = org.plan_subscription
     seats = count_gauge(GaugeKind.SEATS, "Member seats", "seats", seats_used,
                         subscription.seats_limit if subscription else None)
     return [*menu_gauges(org), seats]
 
 
-def _subscription(org: Organization) -> Subscription | None:
-    try:
-        return org.subscription
-    except Subscription.DoesNotExist:
-        return None

@@ -49,7 +49,7 @@ def issue_invoices(
         org_lines = _lines(org, period, paid[org.pk])
         invoice = Invoice(
             organization=org, period=period, number=invoice_number(org, period),
-            currency=org.subscription.plan.currency if _subscribed(org) else "USD",
+            currency=org.plan_subscription.plan.currency if org.plan_subscription else "USD",
             total_cents=sum(line.amount_cents for line in org_lines), issued_at=issued_at,
         )
         for line in org_lines:
@@ -64,14 +64,9 @@ def issue_invoices(
     return [existing[org.pk] if org.pk in existing else next(made) for org in orgs]
 
 
-def _subscribed(org: Organization) -> bool:
-    return getattr(org, "subscription", None) is not None
-
-
 def _lines(org: Organization, period: dt.date, purchases: list[Purchase]) -> list[InvoiceLine]:
     lines = []
-    if _subscribed(org):
-        subscription = org.subscription
+    if (subscription := org.plan_subscription) is not None:
         lines.append(InvoiceLine(
             description=f"{subscription.plan.name} plan, {period:%B %Y}",
             amount_cents=subscription.monthly_fee_cents,

@@ -88,6 +88,12 @@ class Organization(models.Model):
         return zoneinfo.ZoneInfo(self.time_zone)
 
     @property
+    def plan_subscription(self) -> Subscription | None:
+        """The organization's subscription, or None when it has none (the reverse
+        one-to-one raises instead)."""
+        return getattr(self, "subscription", None)
+
+    @property
     def storage_gb(self) -> float:
         return self.storage_bytes / GB
 

@@ -142,7 +142,7 @@ def gauges(request: HttpRequest, body: GaugesIn) -> GaugesOut:
         Organization.objects.filter(pk=org.pk).update(**changes)
         for name, value in changes.items():
             setattr(org, name, value)
-    subscription = getattr(org, "subscription", None)
+    subscription = org.plan_subscription
     return GaugesOut(
         storage_bytes=org.storage_bytes,
         deployments=org.deployments,

@@ -41,7 +41,7 @@ DEFAULT_AUDIT_WINDOW_DAYS = 30
 
 
 def audit_window_days(org: Organization) -> int:
-    subscription = getattr(org, "subscription", None)
+    subscription = org.plan_subscription
     return subscription.plan.audit_window_days if subscription else DEFAULT_AUDIT_WINDOW_DAYS
 
 
@@ -104,7 +104,7 @@ def balance(request: HttpRequest) -> HttpResponse:
     account = org.account  # read with the key, in this request
     now = timezone.now()
     since = now - dt.timedelta(days=audit_window_days(org))
-    subscription = getattr(org, "subscription", None)
+    subscription = org.plan_subscription
     return rendered({
         "credits_remaining": account.balance,
         "credits_available": account.available,

@@ -54,7 +54,7 @@ class AlertThresholdForm(forms.ModelForm):  # type: ignore[type-arg]
 def _page(request: HttpRequest, membership: Membership, form: AlertThresholdForm,
           status: int = 200) -> HttpResponse:
     org = membership.organization
-    subscription = getattr(org, "subscription", None)
+    subscription = org.plan_subscription
     allowance = subscription.monthly_credits if subscription is not None else None
     thresholds = [
         (threshold, threshold_level(threshold, allowance))

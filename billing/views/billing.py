@@ -47,7 +47,7 @@ def billing(request: HttpRequest, slug: str) -> HttpResponse:
     now = timezone.now()
     lots = postings.live_lots(org.account, now)
     context.update(
-        subscription=getattr(org, "subscription", None),  # loaded with the membership
+        subscription=org.plan_subscription,  # loaded with the membership
         next_reset=next_reset(org, now),
         lots=lots,
         packs=CreditPack.objects.filter(active=True),

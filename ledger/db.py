@@ -11,16 +11,34 @@ kept, never results. On other databases they are Django's own cursors.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
 
-from django.db import connection
-from django.db.backends.utils import CursorWrapper
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+
+class Cursor(Protocol):
+    """What callers use of a cursor: Django's wrapper or psycopg's own."""
+
+    def execute(self, sql: str, params: Sequence[Any] | None = ...) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> Any: ...
+
+
+def unobserved(connection: BaseDatabaseWrapper) -> bool:
+    """Whether nothing logs this connection's queries (DEBUG, assertNumQueries) or wraps
+    them (``connection.execute_wrapper``), so psycopg may be used without Django's layer
+    around each statement, which costs more than a short statement's round trip."""
+    return not connection.queries_logged and not connection.execute_wrappers
 
 
 @contextlib.contextmanager
-def prepared_cursors(count: int) -> Iterator[list[CursorWrapper]]:
+def prepared_cursors(count: int) -> Iterator[list[Cursor]]:
     """``count`` such cursors: several, since in a pipeline each keeps its own result."""
+    connection = connections[DEFAULT_DB_ALIAS]  # once: each use of the proxy looks it up
     with contextlib.ExitStack() as stack:
         if connection.vendor != "postgresql":
             yield [stack.enter_context(connection.cursor()) for _ in range(count)]
@@ -29,17 +47,22 @@ def prepared_cursors(count: int) -> Iterator[list[CursorWrapper]]:
 
         server_binding: Any = ServerBindingCursor  # psycopg's Cursor, unknown to the stubs
         # What connection.cursor() does, with the server-binding class and its checks made
-        # once: the same error wrapping, execute wrappers and (under assertNumQueries) log.
+        # once.
         connection.close_if_health_check_failed()
         connection.ensure_connection()
         connection.validate_thread_sharing()
-        wrap = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
         with connection.wrap_database_errors:
-            raw = [server_binding(connection.connection) for _ in range(count)]
-        yield [stack.enter_context(wrap(cursor)) for cursor in raw]
+            raw = [stack.enter_context(server_binding(connection.connection)) for _ in range(count)]
+            if unobserved(connection):
+                # psycopg's cursors as they are, errors translated as Django's would be.
+                yield raw
+                return
+        # The same error wrapping, execute wrappers and (under assertNumQueries) log.
+        wrap = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
+        yield [wrap(cursor) for cursor in raw]
 
 
 @contextlib.contextmanager
-def prepared_cursor() -> Iterator[CursorWrapper]:
+def prepared_cursor() -> Iterator[Cursor]:
     with prepared_cursors(1) as (cursor,):
         yield cursor

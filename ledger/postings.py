@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from ledger.db import prepared_cursor, prepared_cursors
+from ledger.db import prepared_cursor, prepared_cursors, unobserved
 from ledger.models import (
     Account,
     Entry,
@@ -370,8 +370,8 @@ def refund(
 def expire_lots(account: Account, now: dt.datetime | None = None) -> list[Entry]:
     """Post one ``expiry`` entry per lot past its expiry, for exactly what remained."""
     moment = now or timezone.now()
-    with _transaction():
-        book = _Book(account)
+    with _transaction() as on_commit:
+        book = _Book(account, on_commit)
         entries = book.expire([lot for lot in book.lots if lot.is_expired_at(moment)], moment)
         if entries:
             book.flush()
@@ -394,8 +394,8 @@ def release_expired_holds(now: dt.datetime | None = None) -> int:
     released = 0
     due = Hold.objects.filter(status=HoldStatus.PENDING, expires_at__lte=moment)
     for hold_id, account_id in due.values_list("id", "account_id"):
-        with _transaction():
-            book = _Book(Account(pk=account_id))
+        with _transaction() as on_commit:
+            book = _Book(Account(pk=account_id), on_commit)
             hold = Hold.objects.get(pk=hold_id)
             if hold.status == HoldStatus.PENDING:
                 book.resolve(hold, HoldStatus.EXPIRED, moment)
@@ -419,8 +419,8 @@ def _posting(
     if not key or len(key) > 255:
         raise InvalidPosting("An idempotency key of 1 to 255 characters is required.")
     try:
-        with _transaction():
-            book = _Book(account, key=key, job=job)
+        with _transaction() as on_commit:
+            book = _Book(account, on_commit, key=key, job=job)
             if book.first_result is not None:
                 raise _PostedBefore(book.first_result)
             receipt = apply(book, now or timezone.now())
@@ -483,7 +483,11 @@ class _Book:
     the idempotency record) is gathered and sent together by ``flush``: one round trip on
     PostgreSQL (a pipeline), so the account row stays locked as briefly as possible."""
 
-    def __init__(self, account: Account, *, key: str | None = None, job: JobInfo | None = None) -> None:
+    def __init__(
+        self, account: Account, on_commit: OnCommit, *, key: str | None = None,
+        job: JobInfo | None = None,
+    ) -> None:
+        self.on_commit = on_commit
         (self.account, self.lots, self._entry_ids, self.job_id,
          self.first_result) = _lock_and_read(account.pk, key, job)
         self.available_before = self.account.available
@@ -692,7 +696,7 @@ class _Book:
         if self._rollups or self._holds or acct.available != self.available_before:
             # Any posting that moved balance or held (a reserve moves only held) is heard
             # of once committed, outside the lock; a posting rolled back is never heard of.
-            transaction.on_commit(functools.partial(
+            self.on_commit(functools.partial(
                 _tell_credits_changed, acct.pk, acct.slug, acct.time_zone, acct.unlimited,
                 acct.balance, acct.held, self.available_before))
 
@@ -733,6 +737,8 @@ _NEXT_ENTRY_ID = "SELECT nextval('ledger_entry_id_seq')"
 _FIRST_RESULT = ("SELECT action, params, result FROM ledger_idempotencyrecord "
                  'WHERE account_id = %s AND "key" = %s')
 _LOCK = "SELECT slug, time_zone, unlimited, balance, held FROM ledger_account WHERE id = %s"
+# On PostgreSQL the lock also takes an id for the entry the posting will most likely write.
+_LOCK_PG = _LOCK.replace(" FROM", ", nextval('ledger_entry_id_seq') FROM") + " FOR UPDATE"
 # A job is made on first sight and its first description stays. NOT EXISTS spares the id
 # sequence on every later sight; ON CONFLICT covers a concurrent first sight.
 _MAKE_JOB = (
@@ -741,41 +747,63 @@ _MAKE_JOB = (
     "(SELECT 1 FROM ledger_job WHERE account_id = %s AND external_id = %s) ON CONFLICT DO NOTHING"
 )
 _FIND_JOB = "SELECT id FROM ledger_job WHERE account_id = %s AND external_id = %s"
+# On PostgreSQL, making or finding the job and looking up the key are one statement: the
+# job's id (made now, or found), beside what was recorded against the key, if anything.
+# A job made by a concurrent first sight that committed after this statement began is
+# neither made nor seen here (id NULL); it is found again under the lock.
+_JOB_AND_FIRST_RESULT = (
+    f"WITH made AS ({_MAKE_JOB} RETURNING id) "
+    f"SELECT (SELECT id FROM made UNION ALL {_FIND_JOB} LIMIT 1), r.action, r.params, r.result "
+    "FROM (SELECT) AS one LEFT JOIN ledger_idempotencyrecord r "
+    'ON r.account_id = %s AND r."key" = %s'
+)
 
 
 def _lock_and_read(
     account_id: int, key: str | None, job: JobInfo | None
 ) -> tuple[Account, list[Lot], list[int | None], int | None, IdempotencyRecord | None]:
     """Everything a posting reads, in one round trip on PostgreSQL (a pipeline): make or
-    find its job and look up its key, both before the lock; lock the account row; then read
-    its lots with credits left, in draw order, and take an id for the entry the posting
-    will most likely write.
+    find its job and look up its key, both before the lock; lock the account row, taking
+    an id for the entry the posting will most likely write; then read its lots with
+    credits left, in draw order.
 
     The lots are read by a statement of their own on purpose: a statement that waited for
     the lock still reads other tables as they were when it began."""
     pg = connection.vendor == "postgresql"
-    reads = []
+    reads: list[tuple[str, list[Any]]] = []
+    job_params: list[Any] = []
     if job is not None:
-        _execute_together([(_MAKE_JOB, [account_id, job.external_id, job.name, job.project,
-                                         job.user, job.resource_class,
-                                         connection.ops.adapt_datetimefield_value(timezone.now()),
-                                         account_id, job.external_id])])
-        reads.append((_FIND_JOB, [account_id, job.external_id]))
-    if key is not None:
-        reads.append((_FIRST_RESULT, [account_id, key]))
-    reads.append((_LOCK + (" FOR UPDATE" if pg else ""), [account_id]))
+        job_params = [account_id, job.external_id, job.name, job.project, job.user,
+                      job.resource_class, connection.ops.adapt_datetimefield_value(timezone.now()),
+                      account_id, job.external_id, account_id, job.external_id]
+    if pg and job is not None and key is not None:
+        reads.append((_JOB_AND_FIRST_RESULT, [*job_params, account_id, key]))
+    else:
+        if job is not None:
+            _execute_together([(_MAKE_JOB, job_params[:9])])
+            reads.append((_FIND_JOB, job_params[9:]))
+        if key is not None:
+            reads.append((_FIRST_RESULT, [account_id, key]))
+    reads.append((_LOCK_PG if pg else _LOCK, [account_id]))
     reads.append((_LIVE_LOTS, [account_id]))
-    if pg:
-        reads.append((_NEXT_ENTRY_ID, []))
     results = _read_together(reads)
-    job_id = results.pop(0)[0][0] if job is not None else None
-    recorded = results.pop(0) if key is not None else []
-    first = _first_result_from(account_id, key, recorded[0]) if key is not None and recorded else None
-    entry_ids: list[int | None] = [results.pop()[0][0]] if pg else []
+    job_id: int | None = None
+    recorded: tuple[Any, ...] | None = None
+    if pg and job is not None and key is not None:
+        job_id, *first_row = results.pop(0)[0]
+        recorded = tuple(first_row) if first_row[0] is not None else None
+    else:
+        if job is not None:
+            job_id = results.pop(0)[0][0]
+        if key is not None:
+            recorded = next(iter(results.pop(0)), None)
+    first = _first_result_from(account_id, key, recorded) if key and recorded else None
     rows, lot_rows = results
     if not rows:
         raise Account.DoesNotExist(f"No account {account_id}.")
-    slug, time_zone, unlimited, balance, held = rows[0]
+    slug, time_zone, unlimited, balance, held, *entry_ids = rows[0]
+    if job is not None and job_id is None:
+        job_id = _read_together([(_FIND_JOB, job_params[9:])])[0][0][0]
     account = Account(pk=account_id, slug=slug, time_zone=time_zone, unlimited=bool(unlimited),
                       balance=balance, held=held)
     account._state.adding = False
@@ -855,26 +883,44 @@ def _execute_together(writes: list[tuple[str, list[Any]]]) -> None:
             cursor.execute(sql, params)
 
 
+OnCommit = Callable[[Callable[[], object]], object]
+
+
 @contextlib.contextmanager
-def _transaction() -> Iterator[None]:
-    """A posting's transaction. At top level on PostgreSQL it runs in pipeline mode: a
+def _transaction() -> Iterator[OnCommit]:
+    """A posting's transaction; it gives what to call with a callback to run once the
+    transaction has committed (never, if it rolls back).
+
+    At top level on PostgreSQL, when nothing observes the connection's queries (see
+    ``ledger.db.unobserved``), it is psycopg's own transaction in pipeline mode: a
     statement whose result is not read waits for the next one that is, so the posting makes
     two round trips (its reads and the lock; its writes and the COMMIT), and holds the
     account lock for one of them and the Python between, as briefly as the plainest
-    possible debit. The COMMIT is sent here, behind the writes and before the pipeline
-    ends; Django's own commit that follows finds the transaction already committed and
-    runs the on-commit callbacks.
+    possible debit. Django's atomic block is left out there because, per posting, its
+    bookkeeping cost more than the posting's own statements; nothing inside a posting opens
+    one (it would find the connection already in a transaction and fail loudly).
 
-    Inside an enclosing transaction it is a plain savepoint: there the writes would only be
-    sent after the savepoint was released, and an error could no longer be rolled back to
-    it."""
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
-        with transaction.atomic():
-            yield
+    Otherwise it is Django's atomic block: inside an enclosing transaction a savepoint,
+    since there the writes would only be sent after the savepoint was released, and an
+    error could no longer be rolled back to it."""
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.vendor != "postgresql" or db.in_atomic_block or not unobserved(db):
+        with transaction.atomic(using=db.alias):
+            yield transaction.on_commit
         return
-    with transaction.atomic(), connection.wrap_database_errors, connection.connection.pipeline():
-        yield
-        connection.connection.execute("COMMIT")
+    committed: list[Callable[[], object]] = []
+    db.set_autocommit(False)  # psycopg now sends BEGIN before the first statement
+    try:
+        with db.wrap_database_errors, db.connection.pipeline():
+            yield committed.append
+            db.connection.execute("COMMIT")  # with the writes, in the pipeline's last trip
+    except BaseException:
+        db.rollback()
+        raise
+    finally:
+        db.set_autocommit(True)
+    for callback in committed:
+        callback()
 
 
 def _copy_totals(source: Account, target: Account) -> None:

@@ -26,10 +26,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from billing.models import AlertKind, AlertThreshold, Organization, Role
-from ledger.db import prepared_cursor
 from ledger.models import Account
 from ledger.periods import current_period
-from ledger.signals import credits_changed
+from ledger.signals import credits_changed, watch
 
 
 class Notice(enum.StrEnum):
@@ -60,13 +59,18 @@ def _monthly_credits(org: Organization) -> int | None:
     return subscription.monthly_credits if subscription is not None else None
 
 
+# Most organizations set no thresholds: the ledger sends credits_changed only for accounts
+# whose organization has one, asked in the statement that locks the account.
+watch("EXISTS (SELECT 1 FROM billing_alertthreshold t JOIN billing_organization o "
+      "ON o.id = t.organization_id WHERE o.account_id = ledger_account.id)")
+
+
 @receiver(credits_changed, dispatch_uid="billing.alerts.credits_changed")
 def _credits_changed(sender: Any, account: Account, available_before: int, **kwargs: Any) -> None:
     """Enqueue an evaluation if a threshold's state may have changed. The ledger sends
     the signal once the posting commits (a rolled-back posting sends none), and
-    ``on_commit`` defers the task until any transaction around this one commits too.
-    Cheap when the organization has no thresholds (one query)."""
-    if account.unlimited or not _has_thresholds(account.pk):
+    ``on_commit`` defers the task until any transaction around this one commits too."""
+    if account.unlimited:
         return
     period = current_period(timezone.now(), account.tzinfo)
     for threshold in AlertThreshold.objects.filter(organization__account_id=account.pk).select_related(
@@ -84,16 +88,6 @@ def _notice_due(threshold: AlertThreshold, level: int, available: int, period: d
     if available < level:
         return Notice.LOW if not threshold.below or threshold.last_alert_period != period else None
     return Notice.RESTORED if threshold.below else None
-
-
-def _has_thresholds(account_id: int) -> bool:
-    """Most organizations set no thresholds and every posting asks, so ask plainly, with a
-    statement PostgreSQL keeps prepared."""
-    with prepared_cursor() as cursor:
-        cursor.execute(
-            "SELECT 1 FROM billing_alertthreshold t JOIN billing_organization o "
-            "ON o.id = t.organization_id WHERE o.account_id = %s LIMIT 1", [account_id])
-        return cursor.fetchone() is not None
 
 
 def _enqueue(account_id: int) -> None:

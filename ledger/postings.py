@@ -36,7 +36,7 @@ from ledger.models import (
     Price,
 )
 from ledger.periods import as_aware
-from ledger.signals import credits_changed
+from ledger.signals import credits_changed, watched_sql
 
 DEFAULT_HOLD_TTL = dt.timedelta(hours=24)
 
@@ -488,8 +488,8 @@ class _Book:
         job: JobInfo | None = None,
     ) -> None:
         self.on_commit = on_commit
-        (self.account, self.lots, self._entry_ids, self.job_id,
-         self.first_result) = _lock_and_read(account.pk, key, job)
+        (self.account, self.lots, self._entry_ids, self.job_id, self.first_result,
+         self.watched) = _lock_and_read(account.pk, key, job)
         self.available_before = self.account.available
         self._entries: list[Entry] = []
         self._rollups: dict[dt.date, list[int]] = {}
@@ -693,7 +693,8 @@ class _Book:
         _execute_together(writes)
         for entry in self._entries:
             entry._state.adding = False
-        if self._rollups or self._holds or acct.available != self.available_before:
+        if self.watched and (self._rollups or self._holds
+                             or acct.available != self.available_before):
             # Any posting that moved balance or held (a reserve moves only held) is heard
             # of once committed, outside the lock; a posting rolled back is never heard of.
             self.on_commit(functools.partial(
@@ -736,9 +737,16 @@ _LIVE_LOTS = (
 _NEXT_ENTRY_ID = "SELECT nextval('ledger_entry_id_seq')"
 _FIRST_RESULT = ("SELECT action, params, result FROM ledger_idempotencyrecord "
                  'WHERE account_id = %s AND "key" = %s')
-_LOCK = "SELECT slug, time_zone, unlimited, balance, held FROM ledger_account WHERE id = %s"
-# On PostgreSQL the lock also takes an id for the entry the posting will most likely write.
-_LOCK_PG = _LOCK.replace(" FROM", ", nextval('ledger_entry_id_seq') FROM") + " FOR UPDATE"
+
+
+def _lock_sql(pg: bool) -> str:
+    """Read the account, and whether a listener watches it. On PostgreSQL lock it, and take
+    an id for the entry the posting will most likely write."""
+    return (f"SELECT slug, time_zone, unlimited, balance, held, {watched_sql()}"
+            + (", nextval('ledger_entry_id_seq')" if pg else "")
+            + " FROM ledger_account WHERE id = %s" + (" FOR UPDATE" if pg else ""))
+
+
 # A job is made on first sight and its first description stays. NOT EXISTS spares the id
 # sequence on every later sight; ON CONFLICT covers a concurrent first sight.
 _MAKE_JOB = (
@@ -761,7 +769,7 @@ _JOB_AND_FIRST_RESULT = (
 
 def _lock_and_read(
     account_id: int, key: str | None, job: JobInfo | None
-) -> tuple[Account, list[Lot], list[int | None], int | None, IdempotencyRecord | None]:
+) -> tuple[Account, list[Lot], list[int | None], int | None, IdempotencyRecord | None, bool]:
     """Everything a posting reads, in one round trip on PostgreSQL (a pipeline): make or
     find its job and look up its key, both before the lock; lock the account row, taking
     an id for the entry the posting will most likely write; then read its lots with
@@ -784,7 +792,7 @@ def _lock_and_read(
             reads.append((_FIND_JOB, job_params[9:]))
         if key is not None:
             reads.append((_FIRST_RESULT, [account_id, key]))
-    reads.append((_LOCK_PG if pg else _LOCK, [account_id]))
+    reads.append((_lock_sql(pg), [account_id]))
     reads.append((_LIVE_LOTS, [account_id]))
     results = _read_together(reads)
     job_id: int | None = None
@@ -801,13 +809,13 @@ def _lock_and_read(
     rows, lot_rows = results
     if not rows:
         raise Account.DoesNotExist(f"No account {account_id}.")
-    slug, time_zone, unlimited, balance, held, *entry_ids = rows[0]
+    slug, time_zone, unlimited, balance, held, watched, *entry_ids = rows[0]
     if job is not None and job_id is None:
         job_id = _read_together([(_FIND_JOB, job_params[9:])])[0][0][0]
     account = Account(pk=account_id, slug=slug, time_zone=time_zone, unlimited=bool(unlimited),
                       balance=balance, held=held)
     account._state.adding = False
-    return account, _lots_from_rows(account, lot_rows), entry_ids, job_id, first
+    return account, _lots_from_rows(account, lot_rows), entry_ids, job_id, first, bool(watched)
 
 
 def _read_together(reads: list[tuple[str, list[Any]]]) -> list[list[tuple[Any, ...]]]:

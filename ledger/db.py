@@ -51,15 +51,35 @@ def prepared_cursors(count: int) -> Iterator[list[Cursor]]:
         connection.close_if_health_check_failed()
         connection.ensure_connection()
         connection.validate_thread_sharing()
+        if unobserved(connection):
+            # psycopg's cursors as they are, errors translated as Django's would be, and
+            # kept for the connection's next statements: making one costs about as much
+            # as a prepared statement's round trip.
+            kept = _kept_cursors(connection)
+            cursors = [kept.pop() if kept else server_binding(connection.connection)
+                       for _ in range(count)]
+            try:
+                with connection.wrap_database_errors:
+                    yield cursors
+            finally:
+                kept.extend(cursors)
+            return
         with connection.wrap_database_errors:
             raw = [stack.enter_context(server_binding(connection.connection)) for _ in range(count)]
-            if unobserved(connection):
-                # psycopg's cursors as they are, errors translated as Django's would be.
-                yield raw
-                return
         # The same error wrapping, execute wrappers and (under assertNumQueries) log.
         wrap = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
         yield [wrap(cursor) for cursor in raw]
+
+
+def _kept_cursors(connection: BaseDatabaseWrapper) -> list[Any]:
+    """The idle cursors kept for this database connection (none for a new one). A cursor's
+    next execute discards its previous result; cursors in use are not in the list, so
+    nested use makes fresh ones."""
+    kept: tuple[Any, list[Any]] | None = getattr(connection, "_kept_cursors", None)
+    if kept is None or kept[0] is not connection.connection:
+        kept = (connection.connection, [])
+        connection._kept_cursors = kept  # type: ignore[attr-defined]
+    return kept[1]
 
 
 @contextlib.contextmanager

@@ -921,7 +921,7 @@ def _transaction() -> Iterator[OnCommit]:
     try:
         with db.wrap_database_errors, db.connection.pipeline():
             yield committed.append
-            db.connection.execute("COMMIT")  # with the writes, in the pipeline's last trip
+            _execute_together([("COMMIT", [])])  # with the writes, in the pipeline's last trip
     except BaseException:
         db.rollback()
         raise

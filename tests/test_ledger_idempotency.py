@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.db import transaction
 
 from ledger import postings
 from ledger.models import Entry, EntryKind, IdempotencyRecord, Job
@@ -105,3 +106,16 @@ def test_a_refused_or_conflicting_posting_makes_no_job() -> None:
         postings.debit(account, 500, key="too-much", operation="op", job=postings.JobInfo("j-3"))
     assert list(Job.objects.filter(account=account).values_list("external_id", flat=True)) == ["j-1"]
     assert postings.debit(account, 10, key="k", operation="op", job=postings.JobInfo("j-1")).balance == 90
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_posting_inside_the_callers_transaction_rolls_back_with_it() -> None:
+    account = new_account(100)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        assert postings.debit(account, 10, key="inside", operation="op").balance == 90
+        raise RuntimeError("the caller fails after the debit")
+    account.refresh_from_db()
+    assert account.balance == 100
+    assert not IdempotencyRecord.objects.filter(account=account, key="inside").exists()
+    assert postings.debit(account, 10, key="inside", operation="op").balance == 90
+    assert_clean(account)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from typing import Any
 
 import pytest
 from django.test import Client
 from django.utils import timezone
 
-from billing.api import api
+from billing.api import api, auth
 from billing.api.schemas import BalanceOut
 from billing.models import ApiKey, Organization, Scope
 from ledger import postings
@@ -379,6 +380,19 @@ def test_a_key_over_its_rate_limit_gets_429_with_retry_after(org, key, settings)
     assert 1 <= int(response["Retry-After"]) <= settings.API_RATE_WINDOW
     # Another key of the same organization has its own count.
     assert call("get", "pricing", issue(org)).status_code == 200
+
+
+def test_a_keys_rate_count_is_one_count_across_threads(org, key, settings) -> None:
+    """Each thread counts on its own Redis connection; a gthread worker's threads (and every
+    worker) must still add to the same count, or a key could exceed its limit."""
+    settings.API_RATE_LIMIT = 4
+    assert [call("get", "pricing", key).status_code for _ in range(2)] == [200] * 2
+    api_key = ApiKey.objects.get(hashed_key=ApiKey.hash(key))
+    other = threading.Thread(target=auth.throttle, args=[api_key])
+    other.start()
+    other.join()
+    assert call("get", "pricing", key).status_code == 200
+    assert call("get", "pricing", key).status_code == 429
 
 
 def test_using_a_key_records_when_it_was_last_used(org, key) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -165,17 +166,22 @@ return count
 
 @functools.cache
 def _redis_counter() -> Callable[[str, int], int] | None:
-    """Counting on the default cache's Redis, with a client made once per process rather than
-    per call as the cache's own methods do (it is thread-safe and pools its connections);
-    None for an in-process cache."""
+    """Counting on the default cache's Redis, each thread on a connection of its own taken
+    once from the cache's pool (taking one from the pool and giving it back costs more than
+    the count, as do the cache's own per-call clients); None for an in-process cache."""
     backend = caches["default"]
     if not isinstance(backend, RedisCache):
         return None
-    client = cast(Redis, cast(Any, backend)._cache.get_client(write=True))
-    script = client.register_script(_COUNT)
+    pool = cast(Redis, cast(Any, backend)._cache.get_client(write=True)).connection_pool
+    per_thread = threading.local()
 
     def count(name: str, timeout: int) -> int:
-        return int(script(keys=[backend.make_and_validate_key(name)], args=[timeout]))
+        script = getattr(per_thread, "script", None)
+        if script is None:  # the connection goes back to the pool when its thread ends
+            client = Redis(connection_pool=pool, single_connection_client=True)
+            script = per_thread.script = client.register_script(_COUNT)
+        # make_key, not make_and_validate_key: the names are ours, and the check walks them.
+        return int(script(keys=[backend.make_key(name)], args=[timeout]))
 
     return count
 

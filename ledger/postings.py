@@ -725,10 +725,10 @@ _ENTRY_COLUMNS = ("account_id", "kind", "operation", "amount", "balance_after", 
 _LOT_COLUMNS = ("id", "source", "amount", "remaining", "expires_at", "expired", "created_at")
 # The draw order, defined once: soonest expiry first, never-expiring last, oldest first
 # among equals.
+_DRAW_ORDER = "expires_at ASC NULLS LAST, created_at, id"
 _LIVE_LOTS = (
     f"SELECT {', '.join(_LOT_COLUMNS)} FROM ledger_lot "
-    "WHERE account_id = %s AND live "
-    "ORDER BY expires_at ASC NULLS LAST, created_at, id"
+    f"WHERE account_id = %s AND live ORDER BY {_DRAW_ORDER}"
 )
 
 
@@ -748,74 +748,83 @@ def _lock_sql(pg: bool) -> str:
 
 
 # A job is made on first sight and its first description stays. NOT EXISTS spares the id
-# sequence on every later sight; ON CONFLICT covers a concurrent first sight.
+# sequence on every later sight; ON CONFLICT covers a first sight by a writer that does not
+# lock the account.
 _MAKE_JOB = (
     'INSERT INTO ledger_job (account_id, external_id, name, project, "user", resource_class, '
     "created_at) SELECT %s, %s, %s, %s, %s, %s, %s WHERE NOT EXISTS "
     "(SELECT 1 FROM ledger_job WHERE account_id = %s AND external_id = %s) ON CONFLICT DO NOTHING"
 )
 _FIND_JOB = "SELECT id FROM ledger_job WHERE account_id = %s AND external_id = %s"
-# On PostgreSQL, making or finding the job and looking up the key are one statement: the
-# job's id (made now, or found), beside what was recorded against the key, if anything.
-# A job made by a concurrent first sight that committed after this statement began is
-# neither made nor seen here (id NULL); it is found again under the lock.
-_JOB_AND_FIRST_RESULT = (
-    f"WITH made AS ({_MAKE_JOB} RETURNING id) "
-    f"SELECT (SELECT id FROM made UNION ALL {_FIND_JOB} LIMIT 1), r.action, r.params, r.result "
-    "FROM (SELECT) AS one LEFT JOIN ledger_idempotencyrecord r "
-    'ON r.account_id = %s AND r."key" = %s'
-)
+
+
+@functools.cache
+def _after_lock_sql(job: bool, key: bool) -> str:
+    """On PostgreSQL, all a posting reads once it holds the lock, as one statement: one row
+    per live lot in draw order (or one row of NULLs), each beginning with the job's id
+    (made now, or found) and what was recorded against the key."""
+    job_id = f"(SELECT id FROM made UNION ALL {_FIND_JOB} LIMIT 1)" if job else "NULL"
+    first = "r.action, r.params, r.result" if key else "NULL, NULL, NULL"
+    return (
+        (f"WITH made AS ({_MAKE_JOB} RETURNING id) " if job else "")
+        + f"SELECT {job_id}, {first}, l.* FROM (SELECT) AS one "
+        + ('LEFT JOIN ledger_idempotencyrecord r ON r.account_id = %s AND r."key" = %s ' if key else "")
+        + f"LEFT JOIN LATERAL ({_LIVE_LOTS}) AS l ON true "
+        + "ORDER BY " + ", ".join(f"l.{term}" for term in _DRAW_ORDER.split(", "))
+    )
 
 
 def _lock_and_read(
     account_id: int, key: str | None, job: JobInfo | None
 ) -> tuple[Account, list[Lot], list[int | None], int | None, IdempotencyRecord | None, bool]:
-    """Everything a posting reads, in one round trip on PostgreSQL (a pipeline): make or
-    find its job and look up its key, both before the lock; lock the account row, taking
-    an id for the entry the posting will most likely write; then read its lots with
-    credits left, in draw order.
+    """Everything a posting reads: lock the account row (on PostgreSQL taking an id for the
+    entry the posting will most likely write); make or find its job; look up its key; read
+    its lots with credits left, in draw order.
 
-    The lots are read by a statement of their own on purpose: a statement that waited for
-    the lock still reads other tables as they were when it began."""
+    On PostgreSQL that is two statements in one round trip (a pipeline): the lock, then the
+    rest, which must be a statement of its own, since a statement that waited for the lock
+    still reads other tables as they were when it began. Once the lock is held no other
+    posting can be making the same job, so making it cannot wait on one."""
     pg = connection.vendor == "postgresql"
-    reads: list[tuple[str, list[Any]]] = []
     job_params: list[Any] = []
     if job is not None:
         job_params = [account_id, job.external_id, job.name, job.project, job.user,
                       job.resource_class, connection.ops.adapt_datetimefield_value(timezone.now()),
                       account_id, job.external_id, account_id, job.external_id]
-    if pg and job is not None and key is not None:
-        reads.append((_JOB_AND_FIRST_RESULT, [*job_params, account_id, key]))
+    job_id: int | None = None
+    recorded: tuple[Any, ...] | None = None
+    if pg:
+        params = [*job_params, *([account_id, key] if key is not None else []), account_id]
+        rows, after = _read_together([(_lock_sql(pg), [account_id]),
+                                      (_after_lock_sql(job is not None, key is not None), params)])
+        job_id, *first_row = after[0][:4]
+        recorded = tuple(first_row) if first_row[0] is not None else None
+        lot_rows = [row[4:] for row in after if row[4] is not None]
     else:
+        reads = []
         if job is not None:
             _execute_together([(_MAKE_JOB, job_params[:9])])
             reads.append((_FIND_JOB, job_params[9:]))
         if key is not None:
             reads.append((_FIRST_RESULT, [account_id, key]))
-    reads.append((_lock_sql(pg), [account_id]))
-    reads.append((_LIVE_LOTS, [account_id]))
-    results = _read_together(reads)
-    job_id: int | None = None
-    recorded: tuple[Any, ...] | None = None
-    if pg and job is not None and key is not None:
-        job_id, *first_row = results.pop(0)[0]
-        recorded = tuple(first_row) if first_row[0] is not None else None
-    else:
+        results = _read_together([*reads, (_lock_sql(pg), [account_id]), (_LIVE_LOTS, [account_id])])
         if job is not None:
             job_id = results.pop(0)[0][0]
         if key is not None:
             recorded = next(iter(results.pop(0)), None)
-    first = _first_result_from(account_id, key, recorded) if key and recorded else None
-    rows, lot_rows = results
+        rows, lot_rows = results
     if not rows:
         raise Account.DoesNotExist(f"No account {account_id}.")
+    first = _first_result_from(account_id, key, recorded) if key and recorded else None
     slug, time_zone, unlimited, balance, held, watched, *entry_ids = rows[0]
     if job is not None and job_id is None:
         job_id = _read_together([(_FIND_JOB, job_params[9:])])[0][0][0]
-    account = Account(pk=account_id, slug=slug, time_zone=time_zone, unlimited=bool(unlimited),
-                      balance=balance, held=held)
-    account._state.adding = False
+    account = Account.from_db(DEFAULT_DB_ALIAS, _ACCOUNT_FIELDS,
+                              (account_id, slug, time_zone, bool(unlimited), balance, held))
     return account, _lots_from_rows(account, lot_rows), entry_ids, job_id, first, bool(watched)
+
+
+_ACCOUNT_FIELDS = ["id", "slug", "time_zone", "unlimited", "balance", "held"]
 
 
 def _read_together(reads: list[tuple[str, list[Any]]]) -> list[list[tuple[Any, ...]]]:
@@ -829,16 +838,17 @@ def _read_together(reads: list[tuple[str, list[Any]]]) -> list[list[tuple[Any, .
 
 def _lots_from_rows(account: Account, rows: list[tuple[Any, ...]]) -> list[Lot]:
     lots = []
-    for row in rows:
-        lot = Lot(account=account, **dict(zip(_LOT_COLUMNS, row, strict=True)))
-        lot.expires_at = as_aware(lot.expires_at)
-        created_at = as_aware(lot.created_at)
-        assert created_at is not None  # a lot always has a creation time
-        lot.created_at = created_at
-        lot.expired = bool(lot.expired)
-        lot._state.adding = False
+    for pk, source, amount, remaining, expires_at, expired, created_at in rows:
+        lot = Lot.from_db(DEFAULT_DB_ALIAS, _LOT_FIELDS, (
+            pk, account.pk, source, amount, remaining, as_aware(expires_at), bool(expired),
+            as_aware(created_at)))
+        lot.account = account
         lots.append(lot)
     return lots
+
+
+_LOT_FIELDS = ["id", "account_id", "source", "amount", "remaining", "expires_at", "expired",
+               "created_at"]
 
 
 def _next_entry_id() -> int | None:

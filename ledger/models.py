@@ -152,11 +152,14 @@ class Entry(models.Model):
     amount = models.BigIntegerField()
     balance_after = models.BigIntegerField()
     quantity = models.BigIntegerField(null=True, blank=True)
+    # Indexed below only where set: most entries have no hold, and top-ups no job.
     job = models.ForeignKey(
-        Job, on_delete=models.PROTECT, null=True, blank=True, related_name="entries"
+        Job, on_delete=models.PROTECT, null=True, blank=True, related_name="entries",
+        db_index=False,
     )
     hold = models.ForeignKey(
-        "Hold", on_delete=models.PROTECT, null=True, blank=True, related_name="entries"
+        "Hold", on_delete=models.PROTECT, null=True, blank=True, related_name="entries",
+        db_index=False,
     )
     refund_of_expired = models.BigIntegerField(
         default=0, help_text="For a refund: the share that came from lots since expired."
@@ -172,6 +175,8 @@ class Entry(models.Model):
         indexes = [
             models.Index(fields=["account", "local_date"], name="entry_account_day_idx"),
             models.Index(fields=["account", "-id"], name="entry_account_recent_idx"),
+            models.Index(fields=["job"], name="entry_job_idx", condition=Q(job__isnull=False)),
+            models.Index(fields=["hold"], name="entry_hold_idx", condition=Q(hold__isnull=False)),
         ]
 
     def __str__(self) -> str:

@@ -910,13 +910,12 @@ def _transaction() -> Iterator[OnCommit]:
     transaction has committed (never, if it rolls back).
 
     At top level on PostgreSQL, when nothing observes the connection's queries (see
-    ``ledger.db.unobserved``), it is psycopg's own transaction in pipeline mode: a
-    statement whose result is not read waits for the next one that is, so the posting makes
-    two round trips (its reads and the lock; its writes and the COMMIT), and holds the
-    account lock for one of them and the Python between, as briefly as the plainest
-    possible debit. Django's atomic block is left out there because, per posting, its
-    bookkeeping cost more than the posting's own statements; nothing inside a posting opens
-    one (it would find the connection already in a transaction and fail loudly).
+    ``ledger.db.unobserved``), the posting turns autocommit off and runs in psycopg's
+    pipeline mode: a statement whose result is not read waits for the next one that is, so
+    the posting makes two round trips (its reads and the lock; its writes and the COMMIT,
+    sent together), and holds the account lock for one of them and the Python between.
+    Django's atomic block is left out there because its bookkeeping cost more than the
+    posting's own statements.
 
     Otherwise it is Django's atomic block: inside an enclosing transaction a savepoint,
     since there the writes would only be sent after the savepoint was released, and an

@@ -120,6 +120,21 @@ def test_history_is_limited_to_the_plans_audit_trail_window(db) -> None:
     assert len(call("get", "credits/history", issue(pro)).json()["entries"]) == 1
 
 
+def test_balance_history_is_limited_to_the_plans_audit_trail_window(db) -> None:
+    """Whichever order old and recent entries were posted in, the balance shows only the
+    window's, as the history does."""
+    now = timezone.now()
+    free = make_org("free")
+    for days_ago in (45, 10, 50):  # the last posted is the oldest, and has the highest id
+        postings.post_top_up(free.account, 100, key=f"t{days_ago}", source="purchase",
+                             operation="credit_pack_standard", now=now - dt.timedelta(days=days_ago))
+    history = call("get", "credits/balance", issue(free)).json()["recent_history"]
+    assert [e["balance_after"] for e in history] == [200]
+    postings.debit(free.account, 10, key="d", operation="image_inference", quantity=10)
+    history = call("get", "credits/balance", issue(free)).json()["recent_history"]
+    assert [e["amount"] for e in history] == [-10, 100]
+
+
 def test_estimate_shows_the_total_the_lots_and_whether_a_hold_would_succeed(org, key) -> None:
     data = call("get", "credits/estimate?operation=training_a10g_per_minute&quantity=30", key).json()
     assert data["total_credits"] == 300

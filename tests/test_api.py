@@ -8,6 +8,8 @@ import threading
 from typing import Any
 
 import pytest
+from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
 from django.test import Client
 from django.utils import timezone
 
@@ -408,6 +410,21 @@ def test_a_keys_rate_count_is_one_count_across_threads(org, key, settings) -> No
     other.join()
     assert call("get", "pricing", key).status_code == 200
     assert call("get", "pricing", key).status_code == 429
+
+
+def test_counting_goes_on_when_redis_has_closed_the_threads_connection(org, key, settings) -> None:
+    """A restart closes every client connection; the count reconnects instead of failing."""
+    backend = caches["default"]
+    if not isinstance(backend, RedisCache):
+        pytest.skip("counts are in Redis only when REDIS_URL is set")
+    settings.API_RATE_LIMIT = 3
+    assert call("get", "pricing", key).status_code == 200
+    redis = backend._cache.get_client(write=True)
+    db = redis.connection_pool.connection_kwargs.get("db", 0)
+    for client in redis.client_list():  # this test's counting connection, as a restart would
+        if client["db"] == str(db) and client["cmd"] == "evalsha":
+            redis.client_kill_filter(_id=client["id"])
+    assert [call("get", "pricing", key).status_code for _ in range(3)] == [200, 200, 429]
 
 
 def test_using_a_key_records_when_it_was_last_used(org, key) -> None:

@@ -20,6 +20,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from ninja.security import HttpBearer
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from billing.api.errors import MissingScope, RateLimited
 from billing.models import ApiKey, Organization, Plan, Scope, Subscription
@@ -176,12 +177,16 @@ def _redis_counter() -> Callable[[str, int], int] | None:
     per_thread = threading.local()
 
     def count(name: str, timeout: int) -> int:
-        script = getattr(per_thread, "script", None)
-        if script is None:  # the connection goes back to the pool when its thread ends
+        if not hasattr(per_thread, "script"):  # the connection goes back to the pool when its thread ends
             client = Redis(connection_pool=pool, single_connection_client=True)
-            script = per_thread.script = client.register_script(_COUNT)
+            per_thread.connection, per_thread.script = client.connection, client.register_script(_COUNT)
+        connection = per_thread.connection
+        try:
+            connection.can_read()  # as the pool checks a connection before lending it
+        except RedisConnectionError:  # Redis closed it (a restart): send on a new one
+            connection.disconnect()
         # make_key, not make_and_validate_key: the names are ours, and the check walks them.
-        return int(script(keys=[backend.make_key(name)], args=[timeout]))
+        return int(per_thread.script(keys=[backend.make_key(name)], args=[timeout]))
 
     return count
 

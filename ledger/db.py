@@ -39,36 +39,40 @@ def unobserved(connection: BaseDatabaseWrapper) -> bool:
 def prepared_cursors(count: int) -> Iterator[list[Cursor]]:
     """``count`` such cursors: several, since in a pipeline each keeps its own result."""
     connection = connections[DEFAULT_DB_ALIAS]  # once: each use of the proxy looks it up
-    with contextlib.ExitStack() as stack:
-        if connection.vendor != "postgresql":
+    if connection.vendor != "postgresql":
+        with contextlib.ExitStack() as stack:
             yield [stack.enter_context(connection.cursor()) for _ in range(count)]
-            return
-        from django.db.backends.postgresql.base import ServerBindingCursor
-
-        server_binding: Any = ServerBindingCursor  # psycopg's Cursor, unknown to the stubs
-        # What connection.cursor() does, with the server-binding class and its checks made
-        # once.
-        connection.close_if_health_check_failed()
-        connection.ensure_connection()
-        connection.validate_thread_sharing()
-        if unobserved(connection):
-            # psycopg's cursors as they are, errors translated as Django's would be, and
-            # kept for the connection's next statements: making one costs about as much
-            # as a prepared statement's round trip.
-            kept = _kept_cursors(connection)
-            cursors = [kept.pop() if kept else server_binding(connection.connection)
-                       for _ in range(count)]
-            try:
-                with connection.wrap_database_errors:
-                    yield cursors
-            finally:
-                kept.extend(cursors)
-            return
+        return
+    # What connection.cursor() does, with the server-binding class and its checks made once.
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    if unobserved(connection):
+        # psycopg's cursors as they are, errors translated as Django's would be, and kept
+        # for the connection's next statements: making one costs about as much as a
+        # prepared statement's round trip.
+        kept = _kept_cursors(connection)
+        cursors = [kept.pop() if kept else _server_binding(connection) for _ in range(count)]
+        try:
+            with connection.wrap_database_errors:
+                yield cursors
+        finally:
+            kept.extend(cursors)
+        return
+    # The same error wrapping, execute wrappers and (under assertNumQueries) log.
+    wrap = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
+    with contextlib.ExitStack() as stack:
         with connection.wrap_database_errors:
-            raw = [stack.enter_context(server_binding(connection.connection)) for _ in range(count)]
-        # The same error wrapping, execute wrappers and (under assertNumQueries) log.
-        wrap = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
+            raw = [stack.enter_context(_server_binding(connection)) for _ in range(count)]
         yield [wrap(cursor) for cursor in raw]
+
+
+def _server_binding(connection: BaseDatabaseWrapper) -> Any:
+    """A new psycopg cursor binding parameters on the server (unknown to the stubs)."""
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    server_binding: Any = ServerBindingCursor  # psycopg's Cursor, unknown to the stubs
+    return server_binding(connection.connection)
 
 
 def _kept_cursors(connection: BaseDatabaseWrapper) -> list[Any]:

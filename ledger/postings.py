@@ -549,11 +549,20 @@ class _Book:
         """Write one entry and move the balance; the day's rollup follows at flush."""
         acct = self.account
         acct.balance += amount
-        entry = Entry(
-            account=acct, kind=kind, operation=operation, amount=amount,
-            balance_after=acct.balance, created_at=moment, local_date=acct.local_date(moment),
-            **fields,
-        )
+        job, hold = fields.pop("job", None), fields.pop("hold", None)
+        if job is not None:
+            fields["job_id"] = job.pk
+        if hold is not None:
+            fields["hold_id"] = hold.pk
+        # Built from its values in the model's order: keyword arguments cost twice as much,
+        # for the object every posting makes.
+        entry = Entry.from_db(DEFAULT_DB_ALIAS, _ENTRY_ORDER, (
+            None, acct.pk, kind, operation, amount, acct.balance, fields.pop("quantity", None),
+            fields.pop("job_id", None), fields.pop("hold_id", None),
+            fields.pop("refund_of_expired", 0), fields.pop("memo", ""), moment,
+            acct.local_date(moment)))
+        if fields:
+            raise TypeError(f"Not entry fields: {sorted(fields)}")
         entry.pk = self._entry_ids.pop() if self._entry_ids else _next_entry_id()
         if entry.pk is None:
             _insert_entry(entry)  # no sequence to draw ids from (SQLite): insert it now
@@ -722,6 +731,8 @@ _ROLLUP_UPSERT = (
 _PRICE = "SELECT credits_per_unit, minimum_credits FROM ledger_price WHERE operation = %s"
 _ENTRY_COLUMNS = ("account_id", "kind", "operation", "amount", "balance_after", "quantity", "job_id",
                   "hold_id", "refund_of_expired", "memo", "created_at", "local_date")
+_ENTRY_ORDER = ["id", *_ENTRY_COLUMNS]
+assert [field.attname for field in Entry._meta.concrete_fields] == _ENTRY_ORDER
 _LOT_COLUMNS = ("id", "source", "amount", "remaining", "expires_at", "expired", "created_at")
 # The draw order, defined once: soonest expiry first, never-expiring last, oldest first
 # among equals.
@@ -842,7 +853,6 @@ def _lots_from_rows(account: Account, rows: list[tuple[Any, ...]]) -> list[Lot]:
         lot = Lot.from_db(DEFAULT_DB_ALIAS, _LOT_FIELDS, (
             pk, account.pk, source, amount, remaining, as_aware(expires_at), bool(expired),
             as_aware(created_at)))
-        lot.account = account
         lots.append(lot)
     return lots
 
@@ -860,11 +870,13 @@ def _next_entry_id() -> int | None:
         return int(cursor.fetchone()[0])
 
 
+_INSERT_NUMBERED_ENTRY = (f"INSERT INTO ledger_entry (id, {', '.join(_ENTRY_COLUMNS)}) "
+                          f"VALUES ({', '.join(['%s'] * (len(_ENTRY_COLUMNS) + 1))})")
+
+
 def _entry_insert(entry: Entry) -> tuple[str, list[Any]]:
     """The INSERT for an entry whose id was taken from the sequence already."""
-    columns = ("id", *_ENTRY_COLUMNS)
-    return (f"INSERT INTO ledger_entry ({', '.join(columns)}) "
-            f"VALUES ({', '.join(['%s'] * len(columns))})", [entry.pk, *_entry_values(entry)])
+    return _INSERT_NUMBERED_ENTRY, [entry.pk, *_entry_values(entry)]
 
 
 def _entry_values(entry: Entry) -> list[Any]:
@@ -894,11 +906,17 @@ def _execute_together(writes: list[tuple[str, list[Any]]]) -> None:
     statement to send, start and answer instead of one per write), most of it paid while
     the account is locked."""
     if connection.vendor == "postgresql" and len(writes) > 1:
-        writes = [("WITH " + ", ".join(f"w{n} AS ({sql})" for n, (sql, _) in enumerate(writes))
-                   + " SELECT", [value for _, params in writes for value in params])]
+        writes = [(_together(tuple(sql for sql, _ in writes)),
+                   [value for _, params in writes for value in params])]
     with prepared_cursor() as cursor:
         for sql, params in writes:
             cursor.execute(sql, params)
+
+
+@functools.lru_cache(maxsize=64)
+def _together(statements: tuple[str, ...]) -> str:
+    """Writes as one statement of data-modifying WITH queries (a posting's few shapes)."""
+    return "WITH " + ", ".join(f"w{n} AS ({sql})" for n, sql in enumerate(statements)) + " SELECT"
 
 
 OnCommit = Callable[[Callable[[], object]], object]

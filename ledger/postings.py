@@ -102,6 +102,9 @@ class JobInfo:
     user: str = ""
     resource_class: str = ""
 
+    def as_dict(self) -> dict[str, str]:
+        return dict(self.__dict__)  # its fields, all strings
+
 
 @dataclasses.dataclass(frozen=True)
 class Receipt:
@@ -235,7 +238,7 @@ def debit(
     """Consume credits now. Refused with ``InsufficientCredits`` unless available covers it."""
     _require_positive(amount)
     params = {"amount": amount, "operation": operation, "quantity": quantity,
-              "job": dataclasses.asdict(job) if job else None}
+              "job": job.as_dict() if job else None}
 
     def apply(book: _Book, moment: dt.datetime) -> Receipt:
         lots = book.live_lots(moment)
@@ -282,7 +285,7 @@ def reserve(
     """Put credits on hold for a job about to start: ``available`` drops, ``balance`` not."""
     _require_positive(amount)
     params = {"amount": amount, "operation": operation,
-              "job": dataclasses.asdict(job) if job else None}
+              "job": job.as_dict() if job else None}
 
     def apply(book: _Book, moment: dt.datetime) -> Receipt:
         book.live_lots(moment)
@@ -678,8 +681,7 @@ class _Book:
             writes.append((_ROLLUP_UPSERT, [acct.pk, ops.adapt_datefield_value(date), top_ups,
                                             used, refunds, expired, balance]))
         if self._draws:
-            values = ", ".join(["(%s, %s, %s)"] * len(self._draws))
-            writes.append((f"INSERT INTO ledger_lotdraw (entry_id, lot_id, amount) VALUES {values}",
+            writes.append((_insert_draws(len(self._draws)),
                            [v for draw in self._draws for v in draw]))
         for lot in self._lots.values():
             writes.append(("UPDATE ledger_lot SET remaining = %s, expired = %s WHERE id = %s",
@@ -693,12 +695,9 @@ class _Book:
             ))
         if self._record:
             key, action, params, receipt = self._record
-            writes.append((
-                f"INSERT INTO ledger_idempotencyrecord (account_id, {ops.quote_name('key')}, "
-                "action, params, result, created_at) VALUES (%s, %s, %s, %s, %s, %s)",
-                [acct.pk, key, action, json.dumps(params), json.dumps(receipt.as_dict()),
-                 ops.adapt_datetimefield_value(timezone.now())],
-            ))
+            writes.append((_INSERT_RECORD, [
+                acct.pk, key, action, json.dumps(params), json.dumps(receipt.as_dict()),
+                ops.adapt_datetimefield_value(timezone.now())]))
         _execute_together(writes)
         for entry in self._entries:
             entry._state.adding = False
@@ -729,6 +728,14 @@ _ROLLUP_UPSERT = (
 
 
 _PRICE = "SELECT credits_per_unit, minimum_credits FROM ledger_price WHERE operation = %s"
+_INSERT_RECORD = ('INSERT INTO ledger_idempotencyrecord (account_id, "key", action, params, '
+                  "result, created_at) VALUES (%s, %s, %s, %s, %s, %s)")
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_draws(count: int) -> str:
+    return ("INSERT INTO ledger_lotdraw (entry_id, lot_id, amount) VALUES "
+            + ", ".join(["(%s, %s, %s)"] * count))
 _ENTRY_COLUMNS = ("account_id", "kind", "operation", "amount", "balance_after", "quantity", "job_id",
                   "hold_id", "refund_of_expired", "memo", "created_at", "local_date")
 _ENTRY_ORDER = ["id", *_ENTRY_COLUMNS]

@@ -1,7 +1,7 @@
 """The functions that move credits. Each is one transaction and the only home of its rule.
 
-Every posting locks the account row (``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite
-the IMMEDIATE transaction already holds the write lock), applies its rule, and stores its
+Every posting locks the account row (``SELECT ... FOR NO KEY UPDATE`` on PostgreSQL; on
+SQLite the IMMEDIATE transaction already holds the write lock), applies its rule, and stores its
 result against its idempotency key in the same transaction. A refused posting raises and
 rolls back, so it stores nothing, not even its key.
 """
@@ -759,10 +759,14 @@ _FIRST_RESULT = ("SELECT action, params, result FROM ledger_idempotencyrecord "
 
 def _lock_sql(pg: bool) -> str:
     """Read the account, and whether a listener watches it. On PostgreSQL lock it, and take
-    an id for the entry the posting will most likely write."""
+    an id for the entry the posting will most likely write.
+
+    The lock is the one an UPDATE that keeps the row's key takes (FOR NO KEY UPDATE): it
+    excludes every other posting and the month close (FOR UPDATE), but not the foreign-key
+    checks of rows that merely reference the account."""
     return (f"SELECT slug, time_zone, unlimited, balance, held, {watched_sql()}"
             + (", nextval('ledger_entry_id_seq')" if pg else "")
-            + " FROM ledger_account WHERE id = %s" + (" FOR UPDATE" if pg else ""))
+            + " FROM ledger_account WHERE id = %s" + (" FOR NO KEY UPDATE" if pg else ""))
 
 
 # A job is made on first sight and its first description stays. NOT EXISTS spares the id

@@ -808,15 +808,18 @@ def _lock_and_read(
     still reads other tables as they were when it began. Once the lock is held no other
     posting can be making the same job, so making it cannot wait on one."""
     pg = connection.vendor == "postgresql"
-    job_params: list[Any] = []
+    make_job: list[Any] = []  # _MAKE_JOB's parameters
+    find_job: list[Any] = []  # _FIND_JOB's
     if job is not None:
-        job_params = [account_id, job.external_id, job.name, job.project, job.user,
-                      job.resource_class, connection.ops.adapt_datetimefield_value(timezone.now()),
-                      account_id, job.external_id, account_id, job.external_id]
+        find_job = [account_id, job.external_id]
+        make_job = [account_id, job.external_id, job.name, job.project, job.user,
+                    job.resource_class, connection.ops.adapt_datetimefield_value(timezone.now()),
+                    *find_job]
     job_id: int | None = None
     recorded: tuple[Any, ...] | None = None
     if pg:
-        params = [*job_params, *([account_id, key] if key is not None else []), account_id]
+        key_params = [account_id, key] if key is not None else []
+        params = [*make_job, *find_job, *key_params, account_id]
         rows, after = _read_together([(_lock_sql(pg), [account_id]),
                                       (_after_lock_sql(job is not None, key is not None), params)])
         job_id, *first_row = after[0][:4]
@@ -825,8 +828,8 @@ def _lock_and_read(
     else:
         reads = []
         if job is not None:
-            _execute_together([(_MAKE_JOB, job_params[:9])])
-            reads.append((_FIND_JOB, job_params[9:]))
+            _execute_together([(_MAKE_JOB, make_job)])
+            reads.append((_FIND_JOB, find_job))
         if key is not None:
             reads.append((_FIRST_RESULT, [account_id, key]))
         results = _read_together([*reads, (_lock_sql(pg), [account_id]), (_LIVE_LOTS, [account_id])])
@@ -840,7 +843,7 @@ def _lock_and_read(
     first = _first_result_from(account_id, key, recorded) if key and recorded else None
     slug, time_zone, unlimited, balance, held, watched, *entry_ids = rows[0]
     if job is not None and job_id is None:
-        job_id = _read_together([(_FIND_JOB, job_params[9:])])[0][0][0]
+        job_id = _read_together([(_FIND_JOB, find_job)])[0][0][0]
     account = Account.from_db(DEFAULT_DB_ALIAS, _ACCOUNT_FIELDS,
                               (account_id, slug, time_zone, bool(unlimited), balance, held))
     return account, _lots_from_rows(account, lot_rows), entry_ids, job_id, first, bool(watched)

@@ -94,7 +94,10 @@ class Lot(models.Model):
 class Job(models.Model):
     """A job on the platform that consumed credits (a training run, a batch of images)."""
 
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="jobs")
+    # Looked up by (account, external_id), whose unique index serves the account alone too.
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="jobs", db_index=False
+    )
     external_id = models.CharField(max_length=128)
     name = models.CharField(max_length=200, blank=True)
     project = models.CharField(max_length=200, blank=True)

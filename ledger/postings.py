@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
 from django.db.models import Sum
 from django.utils import timezone
+from psycopg import pq
 
 from ledger.db import prepared_cursor, prepared_cursors, unobserved
 from ledger.models import (
@@ -934,6 +935,7 @@ def _together(statements: tuple[str, ...]) -> str:
 
 
 OnCommit = Callable[[Callable[[], object]], object]
+_OPEN = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
 
 
 @contextlib.contextmanager
@@ -942,12 +944,14 @@ def _transaction() -> Iterator[OnCommit]:
     transaction has committed (never, if it rolls back).
 
     At top level on PostgreSQL, when nothing observes the connection's queries (see
-    ``ledger.db.unobserved``), the posting turns autocommit off and runs in psycopg's
-    pipeline mode: a statement whose result is not read waits for the next one that is, so
-    the posting makes two round trips (its reads and the lock; its writes and the COMMIT,
-    sent together), and holds the account lock for one of them and the Python between.
-    Django's atomic block is left out there because its bookkeeping cost more than the
-    posting's own statements.
+    ``ledger.db.unobserved``), the posting runs in psycopg's pipeline mode and sends BEGIN
+    and COMMIT itself: a statement whose result is not read waits for the next one that is,
+    so the posting makes two round trips (BEGIN, the lock and its reads; its writes and the
+    COMMIT), and holds the account lock for one of them and the Python between. Django's
+    atomic block is left out there because its bookkeeping cost more than the posting's
+    own statements, and so is psycopg's own transaction handling: with autocommit off it
+    waits for BEGIN's answer before sending anything else, a round trip of its own, and
+    its rollback forgets the connection's prepared statements.
 
     Otherwise it is Django's atomic block: inside an enclosing transaction a savepoint,
     since there the writes would only be sent after the savepoint was released, and an
@@ -958,16 +962,18 @@ def _transaction() -> Iterator[OnCommit]:
             yield transaction.on_commit
         return
     committed: list[Callable[[], object]] = []
-    db.set_autocommit(False)  # psycopg now sends BEGIN before the first statement
+    db.ensure_connection()
     try:
         with db.wrap_database_errors, db.connection.pipeline():
+            _execute_together([("BEGIN", [])])  # queued: it travels with the first read
             yield committed.append
             _execute_together([("COMMIT", [])])  # with the writes, in the pipeline's last trip
     except BaseException:
-        db.rollback()
+        # Out of the pipeline now, a transaction left open (the rule refused) or failed (a
+        # statement did) is rolled back; one whose COMMIT failed has ended already.
+        if db.connection.info.transaction_status in _OPEN:
+            _execute_together([("ROLLBACK", [])])
         raise
-    finally:
-        db.set_autocommit(True)
     for callback in committed:
         callback()
 

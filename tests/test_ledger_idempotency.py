@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from ledger import postings
-from ledger.models import Entry, EntryKind, IdempotencyRecord, Job
+from ledger.models import Account, Entry, EntryKind, IdempotencyRecord, Job
 from tests.ledger_helpers import assert_clean, in_threads, new_account, top_up
 
 pytestmark = pytest.mark.ledger
@@ -118,4 +120,50 @@ def test_a_posting_inside_the_callers_transaction_rolls_back_with_it() -> None:
     assert account.balance == 100
     assert not IdempotencyRecord.objects.filter(account=account, key="inside").exists()
     assert postings.debit(account, 10, key="inside", operation="op").balance == 90
+    assert_clean(account)
+
+
+
+def _committed(slug: str) -> bool:
+    """Whether a second connection sees the account: only committed writes show there."""
+    return bool(in_threads([lambda: Account.objects.filter(slug=slug).exists()], workers=1)[0])
+
+
+def _write_outside_any_posting() -> str:
+    slug = f"later-{uuid.uuid4().hex[:8]}"
+    Account.objects.create(slug=slug)
+    return slug
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_posting_leaves_no_transaction_open_behind_it() -> None:
+    """What the connection does next, outside any posting, is committed as usual: a
+    refused posting's transaction is rolled back, not left open around later writes."""
+    account = new_account(100)
+    with pytest.raises(postings.InsufficientCredits):
+        postings.debit(account, 500, key="too-much", operation="op", job=postings.JobInfo("j-1"))
+    assert _committed(_write_outside_any_posting())
+    postings.debit(account, 10, key="ok", operation="op")
+    with pytest.raises(postings.IdempotencyConflict):
+        postings.debit(account, 20, key="ok", operation="op")
+    assert _committed(_write_outside_any_posting())
+    assert not Job.objects.filter(account=account).exists()
+    assert_clean(account)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("job", "operation"), [
+    (postings.JobInfo("j-1", name=None), "op"),  # type: ignore[arg-type]  # fails as it reads
+    (None, None),  # fails as it writes
+], ids=["failing-read", "failing-write"])
+def test_a_posting_whose_statement_fails_stores_nothing_and_the_connection_goes_on(
+    job: postings.JobInfo | None, operation: str
+) -> None:
+    account = new_account(100)
+    with pytest.raises(IntegrityError):
+        postings.debit(account, 10, key="fails", operation=operation, job=job)
+    assert not IdempotencyRecord.objects.filter(account=account, key="fails").exists()
+    assert not Job.objects.filter(account=account).exists()
+    assert _committed(_write_outside_any_posting())
+    assert postings.debit(account, 10, key="next", operation="op").balance == 90
     assert_clean(account)

@@ -951,7 +951,10 @@ def _transaction() -> Iterator[OnCommit]:
     atomic block is left out there because its bookkeeping cost more than the posting's
     own statements, and so is psycopg's own transaction handling: with autocommit off it
     waits for BEGIN's answer before sending anything else, a round trip of its own, and
-    its rollback forgets the connection's prepared statements.
+    its rollback forgets the connection's prepared statements. Django therefore sees
+    autocommit on during such a posting: code run inside one may use the ORM's plain
+    queries and ``create``, but must not open an atomic block of its own (psycopg refuses
+    it, since the connection is in a transaction Django does not know of).
 
     Otherwise it is Django's atomic block: inside an enclosing transaction a savepoint,
     since there the writes would only be sent after the savepoint was released, and an

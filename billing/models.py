@@ -52,6 +52,15 @@ class Plan(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """The ledger refuses debits by its account's own ``unlimited`` flag, so a plan made
+        unlimited (or limited) takes its subscribers' accounts with it, at once."""
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            Account.objects.filter(organization__subscription__plan=self).exclude(
+                unlimited=self.unlimited
+            ).update(unlimited=self.unlimited)
+
     @property
     def unlimited(self) -> bool:
         return self.monthly_credits is None

@@ -7,6 +7,8 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
+from billing.models import Plan
+from ledger import postings
 from ledger.models import Account, Entry, EntryKind
 
 pytestmark = pytest.mark.django_db
@@ -55,3 +57,36 @@ def test_entries_cannot_be_edited_or_deleted_in_the_admin(staff_client, org) -> 
     delete = staff_client.post(reverse("admin:ledger_entry_delete", args=[entry.pk]), {"post": "yes"})
     assert change.status_code == 403 and delete.status_code == 403
     assert Entry.objects.get(pk=entry.pk).amount == entry.amount
+
+
+def _edit_plan(client: Client, plan: Plan, monthly_credits: str):  # type: ignore[no-untyped-def]
+    url = reverse("admin:billing_plan_change", args=[plan.pk])
+    form = {field: getattr(plan, field) for field in (
+        "slug", "name", "monthly_fee_cents", "currency", "rollover_months", "audit_window_days",
+        "sort_order")}
+    form |= {"monthly_credits": monthly_credits, "storage_limit_gb": plan.storage_limit_gb or "",
+             "deployments_limit": plan.deployments_limit or "", "seats_limit": plan.seats_limit or ""}
+    response = client.post(url, form, follow=True)
+    assert response.status_code == 200 and "was changed successfully" in response.text, response.text[:2000]
+
+
+def test_a_plan_made_unlimited_in_the_admin_stops_refusing_its_subscribers(
+    staff_client, org, other_org
+) -> None:
+    other_plan = Plan.objects.get(slug="free")
+    other_org.subscription.plan = other_plan
+    other_org.subscription.save()
+    plan = org.subscription.plan
+    with pytest.raises(postings.InsufficientCredits):
+        postings.debit(org.account, 6_000, key="before", operation="op")
+    _edit_plan(staff_client, plan, "")
+    org.account.refresh_from_db()
+    assert org.account.unlimited
+    assert postings.debit(org.account, 6_000, key="after", operation="op").balance == -1_000
+    other_org.account.refresh_from_db()
+    assert not other_org.account.unlimited  # on another plan: untouched
+    _edit_plan(staff_client, plan, "10000")
+    org.account.refresh_from_db()
+    assert not org.account.unlimited
+    with pytest.raises(postings.InsufficientCredits):
+        postings.debit(org.account, 1, key="limited-again", operation="op")

@@ -53,17 +53,20 @@ class Plan(models.Model):
         return self.name
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        """The ledger refuses debits by its account's own ``unlimited`` flag, so a plan made
-        unlimited (or limited) takes its subscribers' accounts with it, at once."""
+        """A plan made unlimited (or limited) takes its subscribers' accounts with it."""
         with transaction.atomic():
             super().save(*args, **kwargs)
-            Account.objects.filter(organization__subscription__plan=self).exclude(
-                unlimited=self.unlimited
-            ).update(unlimited=self.unlimited)
+            _follow_plan(Account.objects.filter(organization__subscription__plan=self), self)
 
     @property
     def unlimited(self) -> bool:
         return self.monthly_credits is None
+
+
+def _follow_plan(accounts: models.QuerySet[Account], plan: Plan) -> None:
+    """The ledger refuses debits by an account's own ``unlimited`` flag; it is the plan's,
+    kept in step whenever a plan or a subscription is saved."""
+    accounts.exclude(unlimited=plan.unlimited).update(unlimited=plan.unlimited)
 
 
 class Organization(models.Model):
@@ -158,9 +161,7 @@ class Subscription(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         with transaction.atomic():
             super().save(*args, **kwargs)
-            Account.objects.filter(pk=self.organization.account_id).update(
-                unlimited=self.unlimited
-            )
+            _follow_plan(Account.objects.filter(pk=self.organization.account_id), self.plan)
 
     def _term(self, name: str) -> Any:
         override = getattr(self, f"{name}_override")

@@ -737,6 +737,8 @@ _INSERT_RECORD = ('INSERT INTO ledger_idempotencyrecord (account_id, "key", acti
 def _insert_draws(count: int) -> str:
     return ("INSERT INTO ledger_lotdraw (entry_id, lot_id, amount) VALUES "
             + ", ".join(["(%s, %s, %s)"] * count))
+
+
 _ENTRY_COLUMNS = ("account_id", "kind", "operation", "amount", "balance_after", "quantity", "job_id",
                   "hold_id", "refund_of_expired", "memo", "created_at", "local_date")
 _ENTRY_ORDER = ["id", *_ENTRY_COLUMNS]

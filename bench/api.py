@@ -12,6 +12,7 @@ import http.client
 import json
 import multiprocessing
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -147,15 +148,78 @@ def _start_gunicorn() -> subprocess.Popen[bytes]:
             time.sleep(0.2)
 
 
-def _measure(spec: dict[str, Any]) -> dict[str, Any]:
+CPU_ROLES = ("server", "PostgreSQL", "Redis", "load generator")
+
+
+def _cpu_used(server_pid: int) -> dict[str, float] | None:
+    """CPU seconds used so far by each role: gunicorn (the server process and its workers),
+    every PostgreSQL and Redis process, and the finished load generators (this process's
+    waited-for children). None where there is no /proc to read them from."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    used = dict.fromkeys(CPU_ROLES, 0.0)
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # it ended meanwhile
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()  # from the state on: ppid, ..., utime, stime
+        role = ("server" if server_pid in (int(entry.name), int(fields[1]))
+                else "PostgreSQL" if name.startswith("postgres")
+                else "Redis" if name.startswith("redis-server") else None)
+        if role is not None:
+            used[role] += (int(fields[11]) + int(fields[12])) / tick
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used["load generator"] = children.ru_utime + children.ru_stime
+    return used
+
+
+def _measure(spec: dict[str, Any], server_pid: int) -> dict[str, Any]:
+    """One timed load (after a short warm-up), with the CPU each role spent per successful
+    request while it ran."""
     spec = {"seconds": SECONDS, "max_requests": MAX_REQUESTS, **spec}
     warm = {**spec, "seconds": 1.0}
     for one in (warm, spec):
-        result = subprocess.run(
+        before = _cpu_used(server_pid)
+        output = subprocess.run(
             [sys.executable, "-m", "bench.api", "load", json.dumps(one)], cwd=ROOT,
             capture_output=True, text=True, timeout=spec["seconds"] + 60, check=True,
-        )
-    return json.loads(result.stdout)  # type: ignore[no-any-return]
+        ).stdout
+        after = _cpu_used(server_pid)
+    result: dict[str, Any] = json.loads(output)
+    if before is not None and after is not None:
+        result["cpu_us"] = {role: (after[role] - before[role]) / max(result["ok"], 1) * 1e6
+                            for role in CPU_ROLES}
+    return result
+
+
+def _cpu_table(results: dict[str, list[dict[str, Any]]]) -> None:
+    """Where each request's CPU goes (medians over the rounds), and the ratio an endpoint
+    could reach at most on this machine if its server side cost no more than the trivial
+    view's: the cores are saturated, so a rate is inversely the CPU a request costs in all."""
+    from bench.common import print_table
+
+    if any("cpu_us" not in run for runs in results.values() for run in runs):
+        return
+    cost = {name: {role: statistics.median(run["cpu_us"][role] for run in runs)
+                   for role in CPU_ROLES} for name, runs in results.items()}
+    trivial = cost["/healthz"]
+    rows = []
+    for name, roles in cost.items():
+        ceiling = "-" if name == "/healthz" else (
+            f"{sum(trivial.values()) / (trivial['server'] + sum(roles.values()) - roles['server']):.2f}")
+        rows.append((name, *(f"{roles[role]:.0f}" for role in CPU_ROLES),
+                     f"{sum(roles.values()):.0f}", ceiling))
+    print_table(
+        f"api: CPU per request in microseconds ({os.cpu_count()} cores), and the ratio to "
+        "/healthz reachable if the server side cost what /healthz's does",
+        rows, header=("measure", *CPU_ROLES, "all", "ceiling"),
+    )
 
 
 def main() -> None:
@@ -175,7 +239,7 @@ def main() -> None:
         # so a passing burst of load on this small machine moves one round, not the figure.
         for _ in range(ROUNDS):
             for name in ("/healthz", "GET credits/balance", "/healthz", "POST debits"):
-                results[name].append(_measure(specs[name]))
+                results[name].append(_measure(specs[name], server.pid))
     finally:
         server.terminate()
         try:
@@ -201,6 +265,7 @@ def main() -> None:
         f"threads, {SECONDS:.0f} s each, {ROUNDS} rounds (medians), {ORGS} organizations",
         rows,
     )
+    _cpu_table(results)
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["load"]:

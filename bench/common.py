@@ -42,10 +42,13 @@ def median_seconds(fn: Callable[[], object], repeat: int = 7) -> float:
     return statistics.median(times)
 
 
-def print_table(title: str, rows: Sequence[tuple[str, str, str, str, str]]) -> None:
-    """Rows of (measure, ours, baseline, ratio, target)."""
-    header = ("measure", "Tally", "baseline", "ratio", "target")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
+def print_table(
+    title: str,
+    rows: Sequence[Sequence[str]],
+    header: Sequence[str] = ("measure", "Tally", "baseline", "ratio", "target"),
+) -> None:
+    """Rows of (measure, ours, baseline, ratio, target), or of another ``header``'s columns."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     print(f"\n== {title}")
     for row in [header, *rows]:
         print("  " + "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)))

@@ -183,15 +183,17 @@ def _measure(spec: dict[str, Any], server_pid: int) -> dict[str, Any]:
     """One timed load (after a short warm-up), with the CPU each role spent per successful
     request while it ran."""
     spec = {"seconds": SECONDS, "max_requests": MAX_REQUESTS, **spec}
-    warm = {**spec, "seconds": 1.0}
-    for one in (warm, spec):
-        before = _cpu_used(server_pid)
-        output = subprocess.run(
+
+    def load(one: dict[str, Any]) -> dict[str, Any]:
+        return json.loads(subprocess.run(  # type: ignore[no-any-return]
             [sys.executable, "-m", "bench.api", "load", json.dumps(one)], cwd=ROOT,
             capture_output=True, text=True, timeout=spec["seconds"] + 60, check=True,
-        ).stdout
-        after = _cpu_used(server_pid)
-    result: dict[str, Any] = json.loads(output)
+        ).stdout)
+
+    load({**spec, "seconds": 1.0})  # warm-up
+    before = _cpu_used(server_pid)
+    result = load(spec)
+    after = _cpu_used(server_pid)
     if before is not None and after is not None:
         result["cpu_us"] = {role: (after[role] - before[role]) / max(result["ok"], 1) * 1e6
                             for role in CPU_ROLES}

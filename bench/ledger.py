@@ -31,7 +31,10 @@ def _make_accounts(prefix: str, count: int) -> list[int]:
     return ids
 
 
-def _debit_worker(account_ids: list[int], seed: str, deadline: float, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _debit_worker(
+    account_ids: list[int], run: str, worker: int, deadline: float,
+    out: multiprocessing.Queue,  # type: ignore[type-arg]
+) -> None:
     from django.db import connections
 
     from ledger import postings
@@ -39,23 +42,26 @@ def _debit_worker(account_ids: list[int], seed: str, deadline: float, out: multi
 
     connections.close_all()  # never share the parent's connection
     accounts = list(Account.objects.filter(pk__in=account_ids))
-    done, n = 0, int(seed.split("-")[-1])
+    done, n = 0, worker
     while time.monotonic() < deadline:
         account = accounts[n % len(accounts)]
-        postings.debit(account, 3, key=f"bench-{seed}-{done}", operation="image_edit_gemini_flash",
-                       job=postings.JobInfo(f"bench-job-{seed}-{done % 50}"))
+        postings.debit(account, 3, key=f"bench-{run}-{worker}-{done}", operation="image_edit_gemini_flash",
+                       job=postings.JobInfo(f"bench-job-{run}-{worker}-{done % 50}"))
         done += 1
         n += 7
     out.put(done)
 
 
-def _raw_worker(account_ids: list[int], seed: str, deadline: float, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _raw_worker(
+    account_ids: list[int], run: str, worker: int, deadline: float,
+    out: multiprocessing.Queue,  # type: ignore[type-arg]
+) -> None:
     import psycopg
     from django.conf import settings
 
     db = settings.DATABASES["default"]
     conn = psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"])
-    done, n = 0, int(seed.split("-")[-1])
+    done, n = 0, worker
     while time.monotonic() < deadline:
         account_id = account_ids[n % len(account_ids)]
         with conn.transaction(), conn.cursor() as cur:
@@ -80,10 +86,10 @@ def _rate(worker, account_ids: list[int]) -> float:  # type: ignore[no-untyped-d
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
     deadline = time.monotonic() + SECONDS
-    # Each worker's seed is new in every run: it is part of each idempotency key, and a key
-    # posted in an earlier round would be answered as a replay, which writes nothing.
+    # Every run is named anew: the name is part of each idempotency key, and a key posted
+    # in an earlier round would be answered as a replay, which writes nothing.
     run = uuid.uuid4().hex[:8]
-    procs = [ctx.Process(target=worker, args=(account_ids, f"{run}-{n}", deadline, out))
+    procs = [ctx.Process(target=worker, args=(account_ids, run, n, deadline, out))
              for n in range(WORKERS)]
     start = time.monotonic()
     for p in procs:

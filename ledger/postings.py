@@ -554,16 +554,16 @@ class _Book:
         acct = self.account
         acct.balance += amount
         job, hold = fields.pop("job", None), fields.pop("hold", None)
+        job_id, hold_id = fields.pop("job_id", None), fields.pop("hold_id", None)
         if job is not None:
-            fields["job_id"] = job.pk
+            job_id = job.pk
         if hold is not None:
-            fields["hold_id"] = hold.pk
+            hold_id = hold.pk
         # Built from its values in the model's order: keyword arguments cost twice as much,
         # for the object every posting makes.
         entry = Entry.from_db(DEFAULT_DB_ALIAS, _ENTRY_ORDER, (
             None, acct.pk, kind, operation, amount, acct.balance, fields.pop("quantity", None),
-            fields.pop("job_id", None), fields.pop("hold_id", None),
-            fields.pop("refund_of_expired", 0), fields.pop("memo", ""), moment,
+            job_id, hold_id, fields.pop("refund_of_expired", 0), fields.pop("memo", ""), moment,
             acct.local_date(moment)))
         if fields:
             raise TypeError(f"Not entry fields: {sorted(fields)}")

@@ -123,7 +123,6 @@ def test_a_posting_inside_the_callers_transaction_rolls_back_with_it() -> None:
     assert_clean(account)
 
 
-
 def _committed(slug: str) -> bool:
     """Whether a second connection sees the account: only committed writes show there."""
     return bool(in_threads([lambda: Account.objects.filter(slug=slug).exists()], workers=1)[0])

@@ -16,11 +16,11 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psycopg
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
 from django.db.models import Sum
 from django.utils import timezone
-from psycopg import pq
 
 from ledger.db import prepared_cursor, prepared_cursors, unobserved
 from ledger.models import (
@@ -916,7 +916,7 @@ def _insert_entry(entry: Entry) -> None:
 def _execute_together(writes: list[tuple[str, list[Any]]]) -> None:
     """Run statements whose results nobody reads. In a pipeline (see ``_transaction``) they
     are only queued, and travel to the server with the next statement whose result is read,
-    or with the COMMIT.
+    or with the Sync that ends the pipeline.
 
     On PostgreSQL several writes go as one statement, each a data-modifying WITH query:
     they change different rows, so running them together changes nothing but the cost (one
@@ -937,7 +937,6 @@ def _together(statements: tuple[str, ...]) -> str:
 
 
 OnCommit = Callable[[Callable[[], object]], object]
-_OPEN = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
 
 
 @contextlib.contextmanager
@@ -946,17 +945,22 @@ def _transaction() -> Iterator[OnCommit]:
     transaction has committed (never, if it rolls back).
 
     At top level on PostgreSQL, when nothing observes the connection's queries (see
-    ``ledger.db.unobserved``), the posting runs in psycopg's pipeline mode and sends BEGIN
-    and COMMIT itself: a statement whose result is not read waits for the next one that is,
-    so the posting makes two round trips (BEGIN, the lock and its reads; its writes and the
-    COMMIT), and holds the account lock for one of them and the Python between. Django's
-    atomic block is left out there because its bookkeeping cost more than the posting's
-    own statements, and so is psycopg's own transaction handling: with autocommit off it
-    waits for BEGIN's answer before sending anything else, a round trip of its own, and
-    its rollback forgets the connection's prepared statements. Django therefore sees
-    autocommit on during such a posting: code run inside one may use the ORM's plain
-    queries and ``create``, but must not open an atomic block of its own (psycopg refuses
-    it, since the connection is in a transaction Django does not know of).
+    ``ledger.db.unobserved``), the posting runs in psycopg's pipeline mode as the
+    pipeline's own transaction: in PostgreSQL's extended query protocol the statements
+    sent before a Sync form one transaction, committed when the Sync arrives, or rolled
+    back if one of them failed. A statement whose result is not read waits for the next
+    one that is, so the posting makes two round trips (the lock and its reads; its writes
+    and the Sync) and holds the account lock for one of them and the Python between. When
+    the rule refuses, a ROLLBACK goes before the Sync, so nothing the posting did (a job
+    row it made) is kept. No BEGIN or COMMIT statement is sent: under the lock each would
+    cost a send of its own. Django's atomic block is left out there because its bookkeeping
+    cost more than the posting's own statements, and so is psycopg's own transaction
+    handling: with autocommit off it waits for BEGIN's answer before sending anything
+    else, a round trip of its own, and its rollback forgets the connection's prepared
+    statements. Django therefore sees autocommit on during such a posting: code run inside
+    one may use the ORM's plain queries and ``create``, but must not open an atomic block
+    of its own (psycopg refuses it, since the connection is in a transaction Django does
+    not know of).
 
     Otherwise it is Django's atomic block: inside an enclosing transaction a savepoint,
     since there the writes would only be sent after the savepoint was released, and an
@@ -968,17 +972,16 @@ def _transaction() -> Iterator[OnCommit]:
         return
     committed: list[Callable[[], object]] = []
     db.ensure_connection()
-    try:
-        with db.wrap_database_errors, db.connection.pipeline():
-            _execute_together([("BEGIN", [])])  # queued: it travels with the first read
+    with db.wrap_database_errors, db.connection.pipeline():
+        try:
             yield committed.append
-            _execute_together([("COMMIT", [])])  # with the writes, in the pipeline's last trip
-    except BaseException:
-        # Out of the pipeline now, a transaction left open (the rule refused) or failed (a
-        # statement did) is rolled back; one whose COMMIT failed has ended already.
-        if db.connection.info.transaction_status in _OPEN:
+        except (DatabaseError, psycopg.Error):
+            raise  # a statement failed: the pipeline is aborted, and its Sync rolls back
+        except BaseException:
+            # The rule refused (or Python failed) with the transaction sound: end it
+            # before the Sync, which would commit it.
             _execute_together([("ROLLBACK", [])])
-        raise
+            raise
     for callback in committed:
         callback()
 

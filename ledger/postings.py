@@ -13,13 +13,14 @@ import dataclasses
 import datetime as dt
 import functools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
-from django.db.models import Sum
+from django.db.models import Model, Sum
+from django.db.models.base import ModelState
 from django.utils import timezone
 
 from ledger.db import prepared_cursor, prepared_cursors, unobserved
@@ -422,13 +423,14 @@ def _posting(
 ) -> Receipt:
     if not key or len(key) > 255:
         raise InvalidPosting("An idempotency key of 1 to 255 characters is required.")
+    params_json = json.dumps(params)  # what is recorded against the key, made before the lock
     try:
         with _transaction() as on_commit:
             book = _Book(account, on_commit, key=key, job=job)
             if book.first_result is not None:
                 raise _PostedBefore(book.first_result)
             receipt = apply(book, now or timezone.now())
-            book.record(key, action, params, receipt)
+            book.record(key, action, params_json, receipt)
             book.flush()
     except _PostedBefore as before:
         return _replay(before.first, key, action, params)
@@ -500,7 +502,7 @@ class _Book:
         self._draws: list[tuple[int, int, int]] = []
         self._lots: dict[int, Lot] = {}
         self._holds: list[Hold] = []
-        self._record: tuple[str, str, dict[str, Any], Receipt] | None = None
+        self._record: tuple[str, str, str, Receipt] | None = None
 
     # Reading
 
@@ -561,7 +563,7 @@ class _Book:
             hold_id = hold.pk
         # Built from its values in the model's order: keyword arguments cost twice as much,
         # for the object every posting makes.
-        entry = Entry.from_db(DEFAULT_DB_ALIAS, _ENTRY_ORDER, (
+        entry = _loaded(Entry, _ENTRY_ORDER, (
             None, acct.pk, kind, operation, amount, acct.balance, fields.pop("quantity", None),
             job_id, hold_id, fields.pop("refund_of_expired", 0), fields.pop("memo", ""), moment,
             acct.local_date(moment)))
@@ -669,8 +671,8 @@ class _Book:
         self._holds.append(hold)
         self.change_held(-hold.amount)
 
-    def record(self, key: str, action: str, params: dict[str, Any], receipt: Receipt) -> None:
-        self._record = (key, action, params, receipt)
+    def record(self, key: str, action: str, params_json: str, receipt: Receipt) -> None:
+        self._record = (key, action, params_json, receipt)
 
     def flush(self) -> None:
         """Send the gathered writes, then tell listeners the credits changed."""
@@ -695,9 +697,9 @@ class _Book:
                  hold.settled_amount, hold.pk],
             ))
         if self._record:
-            key, action, params, receipt = self._record
+            key, action, params_json, receipt = self._record
             writes.append((_INSERT_RECORD, [
-                acct.pk, key, action, json.dumps(params), json.dumps(receipt.as_dict()),
+                acct.pk, key, action, params_json, json.dumps(receipt.as_dict()),
                 ops.adapt_datetimefield_value(timezone.now())]))
         _execute_together(writes)
         for entry in self._entries:
@@ -847,12 +849,26 @@ def _lock_and_read(
     slug, time_zone, unlimited, balance, held, watched, *entry_ids = rows[0]
     if job is not None and job_id is None:
         job_id = _read_together([(_FIND_JOB, find_job)])[0][0][0]
-    account = Account.from_db(DEFAULT_DB_ALIAS, _ACCOUNT_FIELDS,
-                              (account_id, slug, time_zone, bool(unlimited), balance, held))
+    account = _loaded(Account, _ACCOUNT_FIELDS,
+                      (account_id, slug, time_zone, bool(unlimited), balance, held))
     return account, _lots_from_rows(account, lot_rows), entry_ids, job_id, first, bool(watched)
 
 
 _ACCOUNT_FIELDS = ["id", "slug", "time_zone", "unlimited", "balance", "held"]
+
+
+def _loaded[M: Model](model: type[M], fields: Sequence[str], values: Iterable[Any]) -> M:
+    """What ``model.from_db`` makes of a row, without running ``Model.__init__``: a
+    posting makes one for each row it reads (the account, its lots) or writes (an entry)
+    while it holds the lock, and ``__init__``'s per-field work and init signals cost more
+    than the rule's own Python. The values are those loaded from the default database, and
+    a field left out loads when first read, as a deferred field does. None of these models
+    has an ``__init__`` of its own or a receiver of its init signals."""
+    instance = model.__new__(model)
+    instance.__dict__.update(zip(fields, values, strict=True))
+    state = instance._state = ModelState()
+    state.adding, state.db = False, DEFAULT_DB_ALIAS
+    return instance
 
 
 def _read_together(reads: list[tuple[str, list[Any]]]) -> list[list[tuple[Any, ...]]]:
@@ -867,7 +883,7 @@ def _read_together(reads: list[tuple[str, list[Any]]]) -> list[list[tuple[Any, .
 def _lots_from_rows(account: Account, rows: list[tuple[Any, ...]]) -> list[Lot]:
     lots = []
     for pk, source, amount, remaining, expires_at, expired, created_at in rows:
-        lot = Lot.from_db(DEFAULT_DB_ALIAS, _LOT_FIELDS, (
+        lot = _loaded(Lot, _LOT_FIELDS, (
             pk, account.pk, source, amount, remaining, as_aware(expires_at), bool(expired),
             as_aware(created_at)))
         lots.append(lot)

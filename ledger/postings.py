@@ -967,8 +967,8 @@ def _transaction() -> Iterator[OnCommit]:
     back if one of them failed. A statement whose result is not read waits for the next
     one that is, so the posting makes two round trips (the lock and its reads; its writes
     and the Sync) and holds the account lock for one of them and the Python between. When
-    the rule refuses, a ROLLBACK goes before the Sync, so nothing the posting did (a job
-    row it made) is kept. No BEGIN or COMMIT statement is sent: under the lock each would
+    the rule refuses, BEGIN and ROLLBACK go before the Sync, so nothing the posting did (a
+    job row it made) is kept. No BEGIN or COMMIT statement is sent: under the lock each would
     cost a send of its own. Django's atomic block is left out there because its bookkeeping
     cost more than the posting's own statements, and so is psycopg's own transaction
     handling: with autocommit off it waits for BEGIN's answer before sending anything
@@ -995,7 +995,10 @@ def _transaction() -> Iterator[OnCommit]:
             raise  # a statement failed: the pipeline is aborted, and its Sync rolls back
         except BaseException:
             # The rule refused (or Python failed) with the transaction sound: end it
-            # before the Sync, which would commit it.
+            # before the Sync, which would commit it. BEGIN first makes it an explicit
+            # transaction, its statements so far included, for ROLLBACK to end: a bare
+            # ROLLBACK ends it too, but the server logs a warning each time.
+            _execute_together([("BEGIN", [])])
             _execute_together([("ROLLBACK", [])])
             raise
     for callback in committed:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from ledger import postings
 from ledger.models import Account, Entry, EntryKind, IdempotencyRecord, Job
@@ -146,6 +147,33 @@ def test_a_refused_posting_leaves_no_transaction_open_behind_it() -> None:
     with pytest.raises(postings.IdempotencyConflict):
         postings.debit(account, 20, key="ok", operation="op")
     assert _committed(_write_outside_any_posting())
+    assert not Job.objects.filter(account=account).exists()
+    assert_clean(account)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the pipelined posting is PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
+def test_refused_and_replayed_postings_end_without_the_database_warning() -> None:
+    """A refused or replayed posting ends its transaction quietly: a database warning would
+    land in the server's log once for every refusal and every retry."""
+    account = new_account(100)
+    postings.debit(account, 10, key="ok", operation="op")
+    notices: list[str] = []
+
+    def heard(diagnostic: Any) -> None:
+        notices.append(f"{diagnostic.severity}: {diagnostic.message_primary}")
+
+    connection.ensure_connection()
+    connection.connection.add_notice_handler(heard)
+    try:
+        with pytest.raises(postings.InsufficientCredits):
+            postings.debit(account, 500, key="too-much", operation="op", job=postings.JobInfo("j-1"))
+        assert postings.debit(account, 10, key="ok", operation="op").balance == 90
+        with pytest.raises(postings.IdempotencyConflict):
+            postings.debit(account, 20, key="ok", operation="op")
+    finally:
+        connection.connection.remove_notice_handler(heard)
+    assert notices == []
     assert not Job.objects.filter(account=account).exists()
     assert_clean(account)
 

@@ -561,8 +561,8 @@ class _Book:
             job_id = job.pk
         if hold is not None:
             hold_id = hold.pk
-        # Built from its values in the model's order: keyword arguments cost twice as much,
-        # for the object every posting makes.
+        # Made as loaded (see _loaded), from its values in the model's field order: every
+        # posting makes one while it holds the lock.
         entry = _loaded(Entry, _ENTRY_ORDER, (
             None, acct.pk, kind, operation, amount, acct.balance, fields.pop("quantity", None),
             job_id, hold_id, fields.pop("refund_of_expired", 0), fields.pop("memo", ""), moment,
@@ -702,8 +702,6 @@ class _Book:
                 acct.pk, key, action, params_json, json.dumps(receipt.as_dict()),
                 ops.adapt_datetimefield_value(timezone.now())]))
         _execute_together(writes)
-        for entry in self._entries:
-            entry._state.adding = False
         if self.watched and (self._rollups or self._holds
                              or acct.available != self.available_before):
             # Any posting that moved balance or held (a reserve moves only held) is heard
@@ -926,7 +924,6 @@ def _insert_entry(entry: Entry) -> None:
     with prepared_cursor() as cursor:
         cursor.execute(sql, _entry_values(entry))
         entry.pk = cursor.fetchone()[0]
-    entry._state.adding = False
 
 
 def _execute_together(writes: list[tuple[str, list[Any]]]) -> None:
@@ -966,10 +963,10 @@ def _transaction() -> Iterator[OnCommit]:
     sent before a Sync form one transaction, committed when the Sync arrives, or rolled
     back if one of them failed. A statement whose result is not read waits for the next
     one that is, so the posting makes two round trips (the lock and its reads; its writes
-    and the Sync) and holds the account lock for one of them and the Python between. When
-    the rule refuses, BEGIN and ROLLBACK go before the Sync, so nothing the posting did (a
-    job row it made) is kept. No BEGIN or COMMIT statement is sent: under the lock each would
-    cost a send of its own. Django's atomic block is left out there because its bookkeeping
+    and the Sync) and holds the account lock for one of them and the Python between; a
+    COMMIT statement would add a send of its own under the lock. When the rule refuses,
+    BEGIN and ROLLBACK go before the Sync, so nothing the posting did (a job row it made)
+    is kept. Django's atomic block is left out there because its bookkeeping
     cost more than the posting's own statements, and so is psycopg's own transaction
     handling: with autocommit off it waits for BEGIN's answer before sending anything
     else, a round trip of its own, and its rollback forgets the connection's prepared

@@ -20,6 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
+from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -28,7 +29,7 @@ from django.utils import timezone
 from billing.models import AlertKind, AlertThreshold, Organization, Role
 from ledger.models import Account
 from ledger.periods import current_period
-from ledger.signals import credits_changed, watch
+from ledger.signals import credits_changed
 
 
 class Notice(enum.StrEnum):
@@ -59,14 +60,18 @@ def _monthly_credits(org: Organization) -> int | None:
     return subscription.monthly_credits if subscription is not None else None
 
 
-# Most organizations set no thresholds: the ledger sends credits_changed only for accounts
-# whose organization has one, asked in the statement that locks the account.
-watch("EXISTS (SELECT 1 FROM billing_alertthreshold t JOIN billing_organization o "
-      "ON o.id = t.organization_id WHERE o.account_id = ledger_account.id)")
+@receiver([post_save, post_delete], sender=AlertThreshold, dispatch_uid="billing.alerts.notify")
+def _notify_while_thresholds(sender: Any, instance: AlertThreshold, **kwargs: Any) -> None:
+    """Most organizations set no thresholds: the ledger sends credits_changed only for
+    accounts whose ``notify`` flag is set, so it is kept on while the organization has one."""
+    org = Organization.objects.filter(pk=instance.organization_id).values("account_id").first()
+    if org is not None:
+        watched = AlertThreshold.objects.filter(organization_id=instance.organization_id).exists()
+        Account.objects.filter(pk=org["account_id"]).update(notify=watched)
 
 
 @receiver(credits_changed, dispatch_uid="billing.alerts.credits_changed")
-def _credits_changed(sender: Any, account: Account, available_before: int, **kwargs: Any) -> None:
+def _credits_changed(sender: Any, account: Account, **kwargs: Any) -> None:
     """Enqueue an evaluation if a threshold's state may have changed. The ledger sends
     the signal once the posting commits (a rolled-back posting sends none), and
     ``on_commit`` defers the task until any transaction around this one commits too."""

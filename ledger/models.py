@@ -1,7 +1,7 @@
 """The credit ledger: accounts, lots, append-only entries, holds, jobs, prices, rollups.
 
-The rules that move credits live in ``ledger.postings``; these models only store what
-those functions wrote. Nothing here imports ``billing``.
+The rules that move credits live in the posting functions (``ledger/sql``, called by
+``ledger.postings``); these models only store what those functions wrote. Nothing here imports ``billing``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,11 @@ class Account(models.Model):
     )
     balance = models.BigIntegerField(default=0)
     held = models.BigIntegerField(default=0)
+    notify = models.BooleanField(
+        default=False,
+        help_text="Send credits_changed after each posting (set while a listener, such as a "
+        "low-credit alert, needs to hear of this account's changes).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -253,9 +258,6 @@ class Price(models.Model):
     def __str__(self) -> str:
         return f"{self.operation}: {self.credits_per_unit}/{self.unit}"
 
-    def total_for(self, quantity: int) -> int:
-        return max(self.credits_per_unit * quantity, self.minimum_credits)
-
 
 class DailyRollup(models.Model):
     """Per account and local day, kept in the same transaction as each entry."""
@@ -279,11 +281,20 @@ class DailyRollup(models.Model):
         return f"{self.account_id} {self.date}"
 
 
+class KeySpace(models.TextChoices):
+    """Where an idempotency key comes from. Clients' keys (the API's Idempotency-Key) and
+    Tally's own (renewals, purchases, the close) never meet, whatever their text."""
+
+    CLIENT = "client"
+    TALLY = "tally"
+
+
 class IdempotencyRecord(models.Model):
     """The first result of a posting, kept against its key. Refused requests store nothing."""
 
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="idempotency",
-                                db_index=False)  # the unique (account, key) index serves
+                                db_index=False)  # the unique (account, key_space, key) index serves
+    key_space = models.CharField(max_length=8, choices=KeySpace.choices)
     key = models.CharField(max_length=255)
     action = models.CharField(max_length=32)
     params = models.JSONField()
@@ -292,7 +303,7 @@ class IdempotencyRecord(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["account", "key"], name="idempotency_unique_key")
+            models.UniqueConstraint(fields=["account", "key_space", "key"], name="idempotency_unique_key")
         ]
 
     def __str__(self) -> str:

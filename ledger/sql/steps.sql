@@ -1,0 +1,318 @@
+-- The steps every posting shares: refuse, lock, replay, price, find the job, append an
+-- entry (with the day's rollup), draw from lots, expire what is due, answer and record.
+--
+-- Each posting function in postings.sql is a short sequence of these: lock the account,
+-- check, write, record. They live in the schema "ledger" and read the tables Django made
+-- (ledger_account, ledger_entry, ...). Errors carry Tally's own SQLSTATEs, which
+-- ledger/postings.py turns into the ledger's exceptions:
+--   TL402 insufficient credits    TL409 idempotency conflict   TL422 unknown operation
+--   TL400 invalid posting         TL404 no such hold           TL410 hold not pending
+
+CREATE SCHEMA IF NOT EXISTS ledger;
+
+
+-- Refuse the posting: raise ``code`` with ``message``, and ``detail`` (JSON) for the caller.
+CREATE FUNCTION ledger.refuse(p_code text, p_message text, p_detail jsonb DEFAULT '{}')
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = p_code, MESSAGE = p_message, DETAIL = p_detail::text;
+END;
+$$;
+
+
+-- Lock the account for a read-check-write. FOR NO KEY UPDATE is the lock an UPDATE that
+-- keeps the key takes: it excludes every other posting and the month close (FOR UPDATE),
+-- but not the foreign-key checks of rows that merely reference the account.
+CREATE FUNCTION ledger.lock_account(p_account bigint)
+RETURNS ledger_account LANGUAGE plpgsql AS $$
+DECLARE
+    v_account ledger_account;
+BEGIN
+    SELECT * INTO v_account FROM ledger_account WHERE id = p_account FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        PERFORM ledger.refuse('TL400', format('No account %s.', p_account));
+    END IF;
+    RETURN v_account;
+END;
+$$;
+
+
+-- What was answered the first time ``key`` was posted (NULL if never): a retry with the
+-- same parameters gets that answer again; other parameters are a conflict naming the
+-- fields that differ ("action" first when the key was used for another kind of posting).
+-- Clients' keys and Tally's own live in separate key spaces, so they can never meet.
+CREATE FUNCTION ledger.replay(
+    p_account bigint, p_key_space text, p_key text, p_action text, p_params jsonb
+) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    v_first ledger_idempotencyrecord;
+    v_fields text[];
+BEGIN
+    IF p_key IS NULL OR length(p_key) NOT BETWEEN 1 AND 255 THEN
+        PERFORM ledger.refuse('TL400', 'An idempotency key of 1 to 255 characters is required.');
+    END IF;
+    SELECT * INTO v_first FROM ledger_idempotencyrecord
+     WHERE account_id = p_account AND key_space = p_key_space AND "key" = p_key;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    SELECT coalesce(array_agg(name ORDER BY name COLLATE "C"), '{}') INTO v_fields
+      FROM (SELECT jsonb_object_keys(p_params) UNION SELECT jsonb_object_keys(v_first.params)) AS k(name)
+     WHERE p_params -> name IS DISTINCT FROM v_first.params -> name;
+    IF v_first.action <> p_action THEN
+        v_fields := array_prepend('action', v_fields);
+    END IF;
+    IF cardinality(v_fields) > 0 THEN
+        PERFORM ledger.refuse('TL409',
+            format('Idempotency key %L was used with different %s.', p_key, array_to_string(v_fields, ', ')),
+            jsonb_build_object('key', p_key, 'fields', v_fields));
+    END IF;
+    RETURN jsonb_build_object('receipt', v_first.result, 'replayed', true);
+END;
+$$;
+
+
+-- Credits for ``quantity`` units of ``operation`` from the price table: the unit price
+-- times the quantity, never less than the operation's minimum.
+CREATE FUNCTION ledger.price(p_operation text, p_quantity bigint)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    v_price ledger_price;
+BEGIN
+    IF p_quantity IS NULL OR p_quantity <= 0 THEN
+        PERFORM ledger.refuse('TL400', 'Quantity must be a positive whole number.');
+    END IF;
+    SELECT * INTO v_price FROM ledger_price WHERE operation = p_operation;
+    IF NOT FOUND THEN
+        PERFORM ledger.refuse('TL422', format('No price is defined for operation %L.', p_operation),
+                              jsonb_build_object('operation', p_operation));
+    END IF;
+    RETURN greatest(v_price.credits_per_unit * p_quantity, v_price.minimum_credits);
+END;
+$$;
+
+
+-- The job a posting is for, made on first sight; its first description stays. NULL for
+-- a posting without a job.
+CREATE FUNCTION ledger.job(p_account bigint, p_job jsonb, p_now timestamptz)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    v_job bigint;
+BEGIN
+    IF p_job IS NULL OR jsonb_typeof(p_job) = 'null' THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(p_job) <> 'object' OR coalesce(p_job ->> 'external_id', '') = '' THEN
+        PERFORM ledger.refuse('TL400', 'A job is an object with a non-empty external_id.');
+    END IF;
+    SELECT id INTO v_job FROM ledger_job
+     WHERE account_id = p_account AND external_id = p_job ->> 'external_id';
+    IF NOT FOUND THEN
+        INSERT INTO ledger_job (account_id, external_id, name, project, "user", resource_class, created_at)
+        VALUES (p_account, p_job ->> 'external_id', coalesce(p_job ->> 'name', ''),
+                coalesce(p_job ->> 'project', ''), coalesce(p_job ->> 'user', ''),
+                coalesce(p_job ->> 'resource_class', ''), p_now)
+        RETURNING id INTO v_job;
+    END IF;
+    RETURN v_job;
+END;
+$$;
+
+
+-- Refuse a posting that needs ``required`` credits more than are available. An unlimited
+-- account is never refused.
+CREATE FUNCTION ledger.require_available(p_account ledger_account, p_required bigint, p_available bigint)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT p_account.unlimited AND p_available < p_required THEN
+        PERFORM ledger.refuse('TL402',
+            format('This needs %s credits; %s are available.', p_required, greatest(p_available, 0)),
+            jsonb_build_object('required', p_required, 'remaining', greatest(p_available, 0),
+                               'slug', p_account.slug));
+    END IF;
+END;
+$$;
+
+
+-- Add one entry to the day it falls on (in the account's time zone): the daily rollup
+-- that the usage pages and statements read instead of the entries. Adjustments count as
+-- (signed) top-ups; debits and expiries are kept as positive figures.
+CREATE FUNCTION ledger.add_to_day(
+    p_account bigint, p_day date, p_kind text, p_amount bigint, p_balance bigint
+) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO ledger_dailyrollup AS r (account_id, date, top_ups, credits_used, refunds, expired, balance)
+    VALUES (p_account, p_day,
+            CASE WHEN p_kind IN ('top_up', 'adjustment') THEN p_amount ELSE 0 END,
+            CASE WHEN p_kind = 'debit' THEN -p_amount ELSE 0 END,
+            CASE WHEN p_kind = 'refund' THEN p_amount ELSE 0 END,
+            CASE WHEN p_kind = 'expiry' THEN -p_amount ELSE 0 END,
+            p_balance)
+    ON CONFLICT (account_id, date) DO UPDATE SET
+        top_ups = r.top_ups + excluded.top_ups,
+        credits_used = r.credits_used + excluded.credits_used,
+        refunds = r.refunds + excluded.refunds,
+        expired = r.expired + excluded.expired,
+        balance = excluded.balance;
+END;
+$$;
+
+
+-- Append one entry and move the balance by its signed amount: the entry records the
+-- balance after it, and the day's rollup follows. Returns the entry's id.
+CREATE FUNCTION ledger.append(
+    p_account bigint, p_kind text, p_operation text, p_amount bigint, p_now timestamptz,
+    p_quantity bigint DEFAULT NULL, p_job bigint DEFAULT NULL, p_hold bigint DEFAULT NULL,
+    p_refund_of_expired bigint DEFAULT 0, p_memo text DEFAULT ''
+) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    v_balance bigint;
+    v_day date;
+    v_entry bigint;
+BEGIN
+    UPDATE ledger_account SET balance = balance + p_amount WHERE id = p_account
+    RETURNING balance, (p_now AT TIME ZONE time_zone)::date INTO v_balance, v_day;
+    INSERT INTO ledger_entry (account_id, kind, operation, amount, balance_after, quantity, job_id,
+                              hold_id, refund_of_expired, memo, created_at, local_date)
+    VALUES (p_account, p_kind, p_operation, p_amount, v_balance, p_quantity, p_job, p_hold,
+            p_refund_of_expired, p_memo, p_now, v_day)
+    RETURNING id INTO v_entry;
+    PERFORM ledger.add_to_day(p_account, v_day, p_kind, p_amount, v_balance);
+    RETURN v_entry;
+END;
+$$;
+
+
+-- Take ``amount`` credits for ``entry`` from the account's live lots in draw order:
+-- soonest expiry first, never-expiring last, oldest first among equals. Each lot drawn
+-- on records what was taken from it, so a refund or an expiry is exact. Only an
+-- unlimited account may need more than its lots hold (an overdraft); a limited account
+-- was checked before.
+CREATE FUNCTION ledger.draw(p_account ledger_account, p_entry bigint, p_amount bigint)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_lot record;
+    v_take bigint;
+    v_needed bigint := p_amount;
+BEGIN
+    FOR v_lot IN
+        SELECT id, remaining FROM ledger_lot WHERE account_id = p_account.id AND live
+         ORDER BY expires_at ASC NULLS LAST, created_at, id
+    LOOP
+        EXIT WHEN v_needed = 0;
+        v_take := least(v_lot.remaining, v_needed);
+        UPDATE ledger_lot SET remaining = remaining - v_take WHERE id = v_lot.id;
+        INSERT INTO ledger_lotdraw (entry_id, lot_id, amount) VALUES (p_entry, v_lot.id, -v_take);
+        v_needed := v_needed - v_take;
+    END LOOP;
+    IF v_needed > 0 AND NOT p_account.unlimited THEN
+        RAISE EXCEPTION 'lots do not cover a checked debit on account %', p_account.id;
+    END IF;
+END;
+$$;
+
+
+-- Expire what remains of every lot past its expiry, one ``expiry`` entry per lot, except
+-- the credits pending holds stand on: a hold is a promise. Lots not yet due cover the
+-- holds first; what they cannot cover stays in the due lots a settle would draw first,
+-- and expires once the holds resolve (every resolution calls this again).
+CREATE FUNCTION ledger.expire_due(p_account bigint, p_now timestamptz)
+RETURNS bigint[] LANGUAGE plpgsql AS $$
+DECLARE
+    v_promised bigint;
+    v_lot record;
+    v_keep bigint;
+    v_entry bigint;
+    v_entries bigint[] := '{}';
+BEGIN
+    IF NOT EXISTS (SELECT FROM ledger_lot WHERE account_id = p_account AND live AND expires_at <= p_now) THEN
+        RETURN v_entries;
+    END IF;
+    SELECT greatest(a.held - coalesce(sum(l.remaining), 0), 0) INTO v_promised
+      FROM ledger_account a
+      LEFT JOIN ledger_lot l ON l.account_id = a.id AND l.live AND (l.expires_at IS NULL OR l.expires_at > p_now)
+     WHERE a.id = p_account
+     GROUP BY a.held;
+    FOR v_lot IN
+        SELECT id, source, remaining FROM ledger_lot
+         WHERE account_id = p_account AND live AND expires_at <= p_now
+         ORDER BY expires_at, created_at, id
+    LOOP
+        v_keep := least(v_lot.remaining, v_promised);
+        v_promised := v_promised - v_keep;
+        CONTINUE WHEN v_keep = v_lot.remaining;
+        v_entry := ledger.append(p_account, 'expiry', 'expiry', v_keep - v_lot.remaining, p_now,
+                                 p_memo => format('%s lot %s expired', v_lot.source, v_lot.id));
+        UPDATE ledger_lot SET remaining = v_keep, expired = (v_keep = 0) WHERE id = v_lot.id;
+        INSERT INTO ledger_lotdraw (entry_id, lot_id, amount) VALUES (v_entry, v_lot.id, v_keep - v_lot.remaining);
+        v_entries := v_entries || v_entry;
+    END LOOP;
+    RETURN v_entries;
+END;
+$$;
+
+
+-- Resolve a pending hold once (settled, released or expired): its credits are no longer
+-- held, and lots past their expiry that it stood on expire now.
+CREATE FUNCTION ledger.resolve(
+    p_hold ledger_hold, p_status text, p_now timestamptz, p_settled bigint DEFAULT NULL
+) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE ledger_hold SET status = p_status, resolved_at = p_now, settled_amount = p_settled
+     WHERE id = p_hold.id;
+    UPDATE ledger_account SET held = held - p_hold.amount WHERE id = p_hold.account_id;
+    PERFORM ledger.expire_due(p_hold.account_id, p_now);
+END;
+$$;
+
+
+-- The pending hold ``hold`` of the account, or a refusal: no such hold (TL404), or one
+-- already resolved (TL410).
+CREATE FUNCTION ledger.pending_hold(p_account bigint, p_hold bigint)
+RETURNS ledger_hold LANGUAGE plpgsql AS $$
+DECLARE
+    v_hold ledger_hold;
+BEGIN
+    SELECT * INTO v_hold FROM ledger_hold WHERE id = p_hold AND account_id = p_account;
+    IF NOT FOUND THEN
+        PERFORM ledger.refuse('TL404', format('No hold %s on this account.', p_hold),
+                              jsonb_build_object('hold_id', p_hold));
+    END IF;
+    RETURN v_hold;
+END;
+$$;
+
+
+CREATE FUNCTION ledger.require_pending(p_hold ledger_hold)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_hold.status <> 'pending' THEN
+        PERFORM ledger.refuse('TL410', format('Hold %s is already %s.', p_hold.id, p_hold.status),
+                              jsonb_build_object('hold_id', p_hold.id, 'status', p_hold.status));
+    END IF;
+END;
+$$;
+
+
+-- Record the answer against the key (in the same transaction as the posting, so a
+-- refused posting stores nothing, not even its key) and return it: the receipt, with the
+-- account's figures after the posting, and whether listeners want to hear of it.
+CREATE FUNCTION ledger.answer(
+    p_account bigint, p_key_space text, p_key text, p_action text, p_params jsonb,
+    p_now timestamptz, p_amount bigint DEFAULT 0, p_entry bigint DEFAULT NULL,
+    p_hold bigint DEFAULT NULL, p_forfeited bigint DEFAULT 0
+) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    v_account ledger_account;
+    v_receipt jsonb;
+BEGIN
+    SELECT * INTO v_account FROM ledger_account WHERE id = p_account;
+    v_receipt := jsonb_build_object(
+        'action', p_action, 'amount', p_amount, 'balance', v_account.balance,
+        'held', v_account.held, 'available', greatest(v_account.balance - v_account.held, 0),
+        'created_at', p_now, 'entry_id', p_entry, 'hold_id', p_hold, 'forfeited', p_forfeited);
+    INSERT INTO ledger_idempotencyrecord (account_id, key_space, "key", action, params, result, created_at)
+    VALUES (p_account, p_key_space, p_key, p_action, p_params, v_receipt, p_now);
+    RETURN jsonb_build_object('receipt', v_receipt, 'replayed', false, 'notify', v_account.notify);
+END;
+$$;

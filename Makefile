@@ -8,14 +8,22 @@ PY := $(shell for p in python3.13 $$HOME/.pyenv/versions/3.13*/bin/python3.13; d
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+# The machine's PostgreSQL (make test and make bench); make run and, where that does not
+# answer, make test use the embedded one (scripts/embedded_pg.py, var/postgres).
 PG_URL ?= postgres://postgres@127.0.0.1:5432/tally
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+EMBEDDED_PG := $(BIN)/python scripts/embedded_pg.py
+PG_ANSWERS = $(BIN)/python -c 'import sys, psycopg; psycopg.connect(sys.argv[1], dbname="postgres", connect_timeout=3).close()' $(PG_URL) 2>/dev/null
+PYTEST := $(BIN)/pytest -p no:cacheprovider --create-db
+comma := ,
 
-.PHONY: help venv services chromium run test lint bench clean
+.PHONY: help venv services machine-postgres chromium run serve test lint bench clean
 
 help:
-	@echo "make run    serve the demo at http://127.0.0.1:$(PORT)/ (web, worker, scheduler)"
-	@echo "make test   ruff, mypy, the suite on PostgreSQL + Redis + Chromium, ledger tests on SQLite"
+	@echo "make run    serve the demo at http://127.0.0.1:$(PORT)/ (web, worker, scheduler; PostgreSQL:"
+	@echo "            DATABASE_URL's, else an embedded one in var/postgres, stopped with the rest)"
+	@echo "make test   ruff, mypy, the suite on PostgreSQL (the machine's, else the embedded one),"
+	@echo "            Redis and Chromium"
 	@echo "make bench  the benchmarks, each beside its baseline"
 
 $(BIN)/.installed: pyproject.toml
@@ -27,22 +35,40 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
+# Redis, installed and started when missing; the machine's PostgreSQL started when it is
+# installed but down (never installed here: without one, make test uses the embedded one).
 services:
-	@command -v pg_ctlcluster >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
-	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
-	@for i in $$(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+	@if command -v pg_ctlcluster >/dev/null && ls /etc/postgresql/*/main >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432; then \
+		for v in $$(ls /etc/postgresql); do pg_ctlcluster --skip-systemctl-redirect $$v main start || true; done; \
+		for i in $$(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; \
+	fi
 	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
 	@for i in $$(seq 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 1; done
+
+# make bench measures the machine's PostgreSQL: installed from Debian when missing.
+machine-postgres:
+	@command -v pg_ctlcluster >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
+# Without DATABASE_URL, `serve` runs inside embedded_pg.py's `run`, which starts the embedded
+# PostgreSQL, and stops it once Ctrl-C has stopped web, worker and scheduler.
+# (SERVE, not $(MAKE) itself, in the recipe: `make -n run` then starts no server.)
+SERVE = $(MAKE) --no-print-directory serve
 run: venv
+ifdef DATABASE_URL
+	$(SERVE)
+else
+	$(EMBEDDED_PG) run -- $(SERVE) EMBEDDED=1
+endif
+
+serve: venv
 	$(BIN)/python manage.py migrate --noinput -v0
 	$(BIN)/python manage.py seed_demo
 	@echo
-	@echo "Tally is starting at http://127.0.0.1:$(PORT)/  (Ctrl-C stops web, worker and scheduler)"
+	@echo "Tally is starting at http://127.0.0.1:$(PORT)/  (Ctrl-C stops web, worker and scheduler$(if $(EMBEDDED),$(comma) then PostgreSQL))"
 	PORT=$(PORT) SITE_URL=$${SITE_URL:-http://127.0.0.1:$(PORT)} $(BIN)/honcho start -f Procfile
 
 lint: venv
@@ -50,13 +76,19 @@ lint: venv
 	$(BIN)/mypy .
 
 test: venv services chromium lint
-	DATABASE_URL=$(PG_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest -p no:cacheprovider --create-db
-	@echo "--- the ledger tests again, on SQLite ---"
-	DATABASE_URL=sqlite:///$(CURDIR)/var/ledger-tests.sqlite3 TEST_DATABASE_NAME=$(CURDIR)/var/test-ledger.sqlite3 \
-		REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest -p no:cacheprovider --create-db -m ledger
+	@if $(PG_ANSWERS); then \
+		echo "--- the suite on the machine's PostgreSQL ($(PG_URL)) ---"; \
+		echo "DATABASE_URL=$(PG_URL) REDIS_URL=$(TEST_REDIS_URL) $(PYTEST)"; \
+		DATABASE_URL=$(PG_URL) REDIS_URL=$(TEST_REDIS_URL) $(PYTEST); \
+	else \
+		echo "--- no PostgreSQL answers at $(PG_URL): the suite on the embedded one (var/postgres) ---"; \
+		echo "REDIS_URL=$(TEST_REDIS_URL) $(EMBEDDED_PG) run -- $(PYTEST)"; \
+		REDIS_URL=$(TEST_REDIS_URL) $(EMBEDDED_PG) run -- $(PYTEST); \
+	fi
 
-bench: venv services
+bench: venv machine-postgres services
 	DATABASE_URL=$(PG_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m bench
 
 clean:
+	-test ! -x $(BIN)/python || $(EMBEDDED_PG) stop
 	rm -rf $(VENV) var staticfiles screenshots

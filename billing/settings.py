@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 import dj_database_url
 
@@ -76,35 +77,22 @@ TEMPLATES = [
     }
 ]
 
-# SQLite is the embedded default; DATABASE_URL=postgres://... selects PostgreSQL.
+# PostgreSQL is the only database. Without DATABASE_URL: the embedded server that `make run`
+# starts (scripts/embedded_pg.py), reached over its Unix socket in var/postgres.
 VAR_DIR.mkdir(parents=True, exist_ok=True)
+EMBEDDED_DATABASE_URL = f"postgres://postgres@{quote(str(VAR_DIR.resolve() / 'postgres'), safe='')}/tally"
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'tally.sqlite3'}"),
+        os.environ.get("DATABASE_URL", EMBEDDED_DATABASE_URL),
         conn_max_age=envint("DB_CONN_MAX_AGE", 0),
         # Off by default: the check is a round trip at the start of every request. A kept
         # connection that died (the database restarted) fails one request and is replaced.
         conn_health_checks=envbool("DB_CONN_HEALTH_CHECKS", False),
     )
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Writers take the lock at BEGIN, so a read-check-write can never interleave.
-    DATABASES["default"]["OPTIONS"] = {
-        "transaction_mode": "IMMEDIATE",
-        "timeout": 20,
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-    }
-elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # psycopg prepares a statement once a connection has run it this many times, but only on
-    # a server-binding cursor: the ORM's cursors bind on the client and are never prepared,
-    # so this reaches just the code that opts in (the API's per-request lookups, the ledger's
-    # postings). 0 turns it off, as a transaction-pooling PgBouncer older than 1.21 needs.
-    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
-        envint("DB_PREPARE_THRESHOLD", 2) or None
-    )
-DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME")} if os.environ.get(
-    "TEST_DATABASE_NAME"
-) else {}
+DATABASES["default"]["TEST"] = (
+    {"NAME": os.environ.get("TEST_DATABASE_NAME")} if os.environ.get("TEST_DATABASE_NAME") else {}
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -1,12 +1,10 @@
-"""Time in the ledger: months in an account's own time zone, and datetimes as the
-databases hand them back."""
+"""Time in the ledger: months in an account's own time zone."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
 import zoneinfo
-from typing import Any
 
 PERIOD_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
@@ -43,12 +41,3 @@ def parse_period(text: str) -> dt.date:
     if not match:
         raise ValueError(f"{text!r} is not a month in the form YYYY-MM.")
     return dt.date(int(match[1]), int(match[2]), 1)
-
-
-def as_aware(value: Any) -> dt.datetime | None:
-    """A datetime column read by a plain query: aware from PostgreSQL, naive UTC (or text)
-    from SQLite."""
-    if value is None:
-        return None
-    parsed = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)

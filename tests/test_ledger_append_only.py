@@ -26,7 +26,6 @@ def test_the_orm_refuses_to_edit_or_delete_entries() -> None:
     assert Entry.objects.get(account=account).amount == 100
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="the trigger is PostgreSQL's")
 @pytest.mark.parametrize("statement", [
     "UPDATE ledger_entry SET amount = 999999 WHERE account_id = %s",
     "DELETE FROM ledger_entry WHERE account_id = %s",

@@ -1,4 +1,4 @@
-"""On PostgreSQL, refuse UPDATE and DELETE on ledger entries at the database itself.
+"""Refuse UPDATE and DELETE on ledger entries at the database itself.
 
 TRUNCATE stays an operator's tool (the test runner empties tables with it)."""
 
@@ -23,17 +23,7 @@ DROP FUNCTION IF EXISTS ledger_entry_append_only();
 """
 
 
-def create_trigger(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(CREATE, params=None)
-
-
-def drop_trigger(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(DROP, params=None)
-
-
 class Migration(migrations.Migration):
     dependencies = [("ledger", "0001_initial")]
 
-    operations = [migrations.RunPython(create_trigger, drop_trigger)]
+    operations = [migrations.RunSQL(CREATE, DROP)]

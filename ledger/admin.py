@@ -31,6 +31,10 @@ class AccountForm(forms.ModelForm):  # type: ignore[type-arg]
     )
     adjust_memo = forms.CharField(required=False, max_length=500, help_text="Why; shown in the ledger.")
 
+    # Who posts the adjustment (AccountAdmin.get_form sets it), and the posting's receipt.
+    staff = ""
+    receipt: postings.Receipt | None = None
+
     class Meta:
         model = Account
         fields = ["time_zone", "unlimited"]
@@ -40,6 +44,25 @@ class AccountForm(forms.ModelForm):  # type: ignore[type-arg]
         if data.get("adjust_by") and not data.get("adjust_memo"):
             self.add_error("adjust_memo", "Say why the balance is adjusted.")
         return data
+
+    def _post_clean(self) -> None:
+        """Once the rest of the form is valid, post the adjustment: the ledger alone decides
+        whether it can be made, and its refusal (more than the available credits, say) is
+        this field's error. The admin saves in one transaction, so the entry commits with
+        the account's settings or not at all."""
+        super()._post_clean()
+        amount = self.cleaned_data.get("adjust_by")
+        if not amount or self.errors:
+            return
+        try:
+            self.receipt = postings.adjust(
+                self.instance,
+                amount,
+                key=f"admin-{uuid.uuid4()}",
+                memo=f"{self.cleaned_data['adjust_memo']} (by {self.staff})",
+            )
+        except postings.LedgerError as refusal:
+            self.add_error("adjust_by", str(refusal))
 
 
 @admin.register(Account)
@@ -55,14 +78,16 @@ class AccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        form.staff = str(request.user)  # a class made for this request
+        return form
+
     def save_model(self, request: HttpRequest, obj: Account, form: Any, change: bool) -> None:
-        amount = form.cleaned_data.get("adjust_by")
-        if amount:
-            receipt = postings.adjust(
-                obj, amount, key=f"admin-{uuid.uuid4()}",
-                memo=f"{form.cleaned_data['adjust_memo']} (by {request.user})",
-            )
-            messages.success(request, f"Posted an adjustment of {amount:+d}; balance {receipt.balance}.")
+        # The adjustment was posted as the form validated (AccountForm._post_clean).
+        if form.receipt is not None:
+            amount = form.cleaned_data["adjust_by"]
+            messages.success(request, f"Posted an adjustment of {amount:+d}; balance {form.receipt.balance}.")
         # balance and held belong to the postings; only the settings are saved here.
         Account.objects.filter(pk=obj.pk).update(time_zone=obj.time_zone, unlimited=obj.unlimited)
 
@@ -100,8 +125,7 @@ class DailyRollupAdmin(ReadOnlyAdmin):
 
 @admin.register(Statement)
 class StatementAdmin(ReadOnlyAdmin):
-    list_display = ["account", "period", "brought_forward", "purchased", "consumed", "refunded",
-                    "expired", "closing_balance"]
+    list_display = ["account", "period", "brought_forward", "top_ups", "credits_used", "closing_balance"]
 
 
 @admin.register(Price)

@@ -18,7 +18,17 @@ class Account(models.Model):
     """One organization's credit account. ``balance`` and ``held`` are kept by postings."""
 
     slug = models.SlugField(unique=True, help_text="The owning organization's slug.")
-    time_zone = models.CharField(max_length=64, default="UTC")
+    time_zone = models.CharField(max_length=64, default="UTC", help_text="The zone days and months are in.")
+    next_time_zone = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="A new time zone, in force from the month after the current one closes.",
+    )
+    open_from = models.DateField(
+        null=True,
+        blank=True,
+        help_text="The first day of the first month without a statement; no entry is dated before it.",
+    )
     unlimited = models.BooleanField(
         default=False, help_text="An unlimited account is never refused; it may overdraw."
     )
@@ -62,9 +72,7 @@ class Lot(models.Model):
     remaining = models.BigIntegerField()
     expires_at = models.DateTimeField(null=True, blank=True)
     expired = models.BooleanField(default=False)
-    entry = models.OneToOneField(
-        "Entry", on_delete=models.PROTECT, related_name="lot", null=True, blank=True
-    )
+    entry = models.OneToOneField("Entry", on_delete=models.PROTECT, related_name="lot", null=True, blank=True)
     created_at = models.DateTimeField()
     # Whether a posting may draw on the lot: kept by the database, and it changes only when
     # the lot is used up, revived by a refund or expired.
@@ -100,9 +108,7 @@ class Job(models.Model):
     """A job on the platform that consumed credits (a training run, a batch of images)."""
 
     # Looked up by (account, external_id), whose unique index serves the account alone too.
-    account = models.ForeignKey(
-        Account, on_delete=models.PROTECT, related_name="jobs", db_index=False
-    )
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="jobs", db_index=False)
     external_id = models.CharField(max_length=128)
     name = models.CharField(max_length=200, blank=True)
     project = models.CharField(max_length=200, blank=True)
@@ -126,19 +132,22 @@ class EntryKind(models.TextChoices):
     EXPIRY = "expiry"
     ADJUSTMENT = "adjustment"
 
-    @property
-    def rollup_column(self) -> str:
-        """The daily rollup column an entry of this kind counts in. Adjustments are
-        top-ups (signed), as the brief has it."""
-        return {
-            "top_up": "top_ups", "adjustment": "top_ups", "debit": "credits_used",
-            "refund": "refunds", "expiry": "expired",
-        }[self.value]
-
-    def rollup_change(self, amount: int) -> int:
-        """How an entry's signed amount moves its column: debits and expiries are kept as
-        positive figures."""
-        return amount if self.rollup_column in {"top_ups", "refunds"} else -amount
+    def figure(self, amount: int, source: str | None) -> tuple[str, int]:
+        """The ``Figures`` part an entry of this kind counts in (a top-up's by its lot's
+        source), and what it adds there: parts are positive figures. The posting functions
+        keep the rollups by this rule; ``check_ledger`` recomputes them by it."""
+        match self:
+            case EntryKind.TOP_UP:
+                return f"top_ups_{source}", amount
+            case EntryKind.ADJUSTMENT:
+                return ("top_ups_adjustment", amount) if amount > 0 else ("adjustments", -amount)
+            case EntryKind.DEBIT:
+                return "debits", -amount
+            case EntryKind.REFUND:
+                return "refunds", amount
+            case EntryKind.EXPIRY:
+                return "expired", -amount
+        raise ValueError(self)
 
 
 class EntryQuerySet(models.QuerySet["Entry"]):
@@ -153,8 +162,7 @@ class Entry(models.Model):
     """One posting. Signed: < 0 consumed credits, > 0 added them. Never edited."""
 
     # Indexed by the composite indexes below, which all start with the account.
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries",
-                                db_index=False)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries", db_index=False)
     kind = models.CharField(max_length=16, choices=EntryKind.choices)
     operation = models.CharField(max_length=100)
     amount = models.BigIntegerField()
@@ -162,11 +170,19 @@ class Entry(models.Model):
     quantity = models.BigIntegerField(null=True, blank=True)
     # Indexed below only where set: most entries have no hold, and top-ups no job.
     job = models.ForeignKey(
-        Job, on_delete=models.PROTECT, null=True, blank=True, related_name="entries",
+        Job,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="entries",
         db_index=False,
     )
     hold = models.ForeignKey(
-        "Hold", on_delete=models.PROTECT, null=True, blank=True, related_name="entries",
+        "Hold",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="entries",
         db_index=False,
     )
     refund_of_expired = models.BigIntegerField(
@@ -232,9 +248,7 @@ class Hold(models.Model):
 
     class Meta:
         indexes = [
-            models.Index(
-                fields=["expires_at"], name="hold_pending_idx", condition=Q(status="pending")
-            )
+            models.Index(fields=["expires_at"], name="hold_pending_idx", condition=Q(status="pending"))
         ]
         constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="hold_amount_gt_0")]
 
@@ -259,22 +273,64 @@ class Price(models.Model):
         return f"{self.operation}: {self.credits_per_unit}/{self.unit}"
 
 
-class DailyRollup(models.Model):
-    """Per account and local day, kept in the same transaction as each entry."""
+class Figures(models.Model):
+    """What moved a balance over a day or a month, in parts, with one meaning everywhere
+    (DESIGN.md): ``top_ups`` are credits added, by their lot's source; ``credits_used`` is
+    everything else that left the balance, debits less their refunds plus expired credits
+    and negative adjustments. So ``balance = previous + top_ups - credits_used``."""
 
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="daily_rollups",
-                                db_index=False)  # the unique (account, date) index serves
-    date = models.DateField()
-    top_ups = models.BigIntegerField(default=0)
-    credits_used = models.BigIntegerField(default=0)
+    top_ups_subscription = models.BigIntegerField(default=0)
+    top_ups_purchase = models.BigIntegerField(default=0)
+    top_ups_promotional = models.BigIntegerField(default=0)
+    top_ups_adjustment = models.BigIntegerField(default=0, help_text="Positive adjustments.")
+    debits = models.BigIntegerField(default=0)
     refunds = models.BigIntegerField(default=0)
     expired = models.BigIntegerField(default=0)
+    adjustments = models.BigIntegerField(default=0, help_text="Negative adjustments, as a positive figure.")
+
+    PARTS = (
+        "top_ups_subscription",
+        "top_ups_purchase",
+        "top_ups_promotional",
+        "top_ups_adjustment",
+        "debits",
+        "refunds",
+        "expired",
+        "adjustments",
+    )
+
+    class Meta:
+        abstract = True
+
+    @property
+    def top_ups(self) -> int:
+        return (
+            self.top_ups_subscription
+            + self.top_ups_purchase
+            + self.top_ups_promotional
+            + self.top_ups_adjustment
+        )
+
+    @property
+    def credits_used(self) -> int:
+        return self.debits - self.refunds + self.expired + self.adjustments
+
+    def parts(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.PARTS}
+
+
+class DailyRollup(Figures):
+    """Per account and local day, kept by the posting functions in the same transaction as
+    each entry; ``balance`` is the balance at the end of the day."""
+
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="daily_rollups", db_index=False
+    )  # the unique (account, date) index serves
+    date = models.DateField()
     balance = models.BigIntegerField(help_text="Balance at the end of the day.")
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["account", "date"], name="rollup_unique_account_day")
-        ]
+        constraints = [models.UniqueConstraint(fields=["account", "date"], name="rollup_unique_account_day")]
         ordering = ["-date"]
 
     def __str__(self) -> str:
@@ -292,8 +348,9 @@ class KeySpace(models.TextChoices):
 class IdempotencyRecord(models.Model):
     """The first result of a posting, kept against its key. Refused requests store nothing."""
 
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="idempotency",
-                                db_index=False)  # the unique (account, key_space, key) index serves
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="idempotency", db_index=False
+    )  # the unique (account, key_space, key) index serves
     key_space = models.CharField(max_length=8, choices=KeySpace.choices)
     key = models.CharField(max_length=255)
     action = models.CharField(max_length=32)
@@ -310,27 +367,22 @@ class IdempotencyRecord(models.Model):
         return self.key
 
 
-class Statement(models.Model):
-    """A closed month, frozen. ``closing = brought_forward + purchased + refunded
-    - consumed - expired``."""
+class Statement(Figures):
+    """A closed month, frozen: its figures are its days' sums, and
+    ``closing_balance = brought_forward + top_ups - credits_used``. Append-only at the
+    database, as are its days."""
 
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="statements")
     period = models.DateField(help_text="The first day of the month.")
     starts_at = models.DateTimeField()
     ends_at = models.DateTimeField()
     brought_forward = models.BigIntegerField()
-    purchased = models.BigIntegerField()
-    consumed = models.BigIntegerField()
-    refunded = models.BigIntegerField()
-    expired = models.BigIntegerField()
     closing_balance = models.BigIntegerField()
     last_entry_id = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["account", "period"], name="statement_one_per_month")
-        ]
+        constraints = [models.UniqueConstraint(fields=["account", "period"], name="statement_one_per_month")]
         ordering = ["-period"]
 
     def __str__(self) -> str:
@@ -338,26 +390,18 @@ class Statement(models.Model):
 
     @property
     def last_day(self) -> dt.date:
-        return (self.ends_at - dt.timedelta(microseconds=1)).astimezone(
-            self.account.tzinfo
-        ).date()
+        return (self.ends_at - dt.timedelta(microseconds=1)).astimezone(self.account.tzinfo).date()
 
 
-class StatementDay(models.Model):
+class StatementDay(Figures):
     """A statement's frozen daily row."""
 
-    statement = models.ForeignKey(Statement, on_delete=models.CASCADE, related_name="days")
+    statement = models.ForeignKey(Statement, on_delete=models.PROTECT, related_name="days")
     date = models.DateField()
-    top_ups = models.BigIntegerField()
-    credits_used = models.BigIntegerField()
-    refunds = models.BigIntegerField()
-    expired = models.BigIntegerField()
     balance = models.BigIntegerField()
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["statement", "date"], name="statement_day_unique")
-        ]
+        constraints = [models.UniqueConstraint(fields=["statement", "date"], name="statement_day_unique")]
         ordering = ["-date"]
 
     def __str__(self) -> str:

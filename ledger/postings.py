@@ -143,45 +143,104 @@ class Posting:
 
     @classmethod
     def debit(
-        cls, account_id: int, *, key: str, operation: str, quantity: int | None = None,
-        amount: int | None = None, job: JobInfo | None = None, key_space: KeySpace = KeySpace.TALLY,
+        cls,
+        account_id: int,
+        *,
+        key: str,
+        operation: str,
+        quantity: int | None = None,
+        amount: int | None = None,
+        job: JobInfo | None = None,
+        key_space: KeySpace = KeySpace.TALLY,
     ) -> Self:
-        return cls("debit", account_id, key, key_space, {
-            "operation": operation, "quantity": quantity, "amount": amount,
-            "job": job.as_dict() if job else None})
+        return cls(
+            "debit",
+            account_id,
+            key,
+            key_space,
+            {
+                "operation": operation,
+                "quantity": quantity,
+                "amount": amount,
+                "job": job.as_dict() if job else None,
+            },
+        )
 
     @classmethod
     def reserve(
-        cls, account_id: int, *, key: str, operation: str, quantity: int | None = None,
-        amount: int | None = None, job: JobInfo | None = None,
-        ttl: dt.timedelta = DEFAULT_HOLD_TTL, key_space: KeySpace = KeySpace.TALLY,
+        cls,
+        account_id: int,
+        *,
+        key: str,
+        operation: str,
+        quantity: int | None = None,
+        amount: int | None = None,
+        job: JobInfo | None = None,
+        ttl: dt.timedelta = DEFAULT_HOLD_TTL,
+        key_space: KeySpace = KeySpace.TALLY,
     ) -> Self:
-        return cls("reserve", account_id, key, key_space, {
-            "operation": operation, "quantity": quantity, "amount": amount,
-            "job": job.as_dict() if job else None, "ttl_seconds": ttl.total_seconds()})
+        return cls(
+            "reserve",
+            account_id,
+            key,
+            key_space,
+            {
+                "operation": operation,
+                "quantity": quantity,
+                "amount": amount,
+                "job": job.as_dict() if job else None,
+                "ttl_seconds": ttl.total_seconds(),
+            },
+        )
 
     @classmethod
     def settle(
-        cls, account_id: int, hold_id: int, *, key: str, amount: int | None = None,
-        quantity: int | None = None, key_space: KeySpace = KeySpace.TALLY,
+        cls,
+        account_id: int,
+        hold_id: int,
+        *,
+        key: str,
+        amount: int | None = None,
+        quantity: int | None = None,
+        key_space: KeySpace = KeySpace.TALLY,
     ) -> Self:
-        return cls("settle", account_id, key, key_space,
-                   {"hold_id": hold_id, "amount": amount, "quantity": quantity})
+        return cls(
+            "settle", account_id, key, key_space, {"hold_id": hold_id, "amount": amount, "quantity": quantity}
+        )
 
     @classmethod
-    def release(cls, account_id: int, hold_id: int, *, key: str,
-                key_space: KeySpace = KeySpace.TALLY) -> Self:
+    def release(
+        cls, account_id: int, hold_id: int, *, key: str, key_space: KeySpace = KeySpace.TALLY
+    ) -> Self:
         return cls("release", account_id, key, key_space, {"hold_id": hold_id})
 
     @classmethod
-    def refund(cls, account_id: int, job_external_id: str, amount: int, *, key: str, operation: str,
-               key_space: KeySpace = KeySpace.TALLY) -> Self:
-        return cls("refund", account_id, key, key_space,
-                   {"job": job_external_id, "amount": amount, "operation": operation})
+    def refund(
+        cls,
+        account_id: int,
+        job_external_id: str,
+        amount: int,
+        *,
+        key: str,
+        operation: str,
+        key_space: KeySpace = KeySpace.TALLY,
+    ) -> Self:
+        return cls(
+            "refund",
+            account_id,
+            key,
+            key_space,
+            {"job": job_external_id, "amount": amount, "operation": operation},
+        )
 
     def as_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "account": self.account_id, "key_space": self.key_space,
-                "key": self.key, **self.fields}
+        return {
+            "kind": self.kind,
+            "account": self.account_id,
+            "key_space": self.key_space,
+            "key": self.key,
+            **self.fields,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,8 +278,7 @@ def post_top_up(
 ) -> Receipt:
     """Add credits as a new lot (a renewal, a pack, a promotion, a manual grant)."""
     _require_positive(amount)
-    return _post(account, "top_up", key_space, key, amount, str(source), operation, expires_at,
-                 memo, now)
+    return _post(account, "top_up", key_space, key, amount, str(source), operation, expires_at, memo, now)
 
 
 def debit(
@@ -242,9 +300,7 @@ def debit(
     return _post(account, "debit", key_space, key, operation, quantity, amount, _job(job), memo, now)
 
 
-def adjust(
-    account: Account, amount: int, *, key: str, memo: str, now: dt.datetime | None = None
-) -> Receipt:
+def adjust(account: Account, amount: int, *, key: str, memo: str, now: dt.datetime | None = None) -> Receipt:
     """A staff correction: a positive amount grants a never-expiring lot, a negative one
     consumes credits like a debit. Never an edit of an earlier entry."""
     return _post(account, "adjust", KeySpace.TALLY, key, amount, memo, now)
@@ -285,7 +341,11 @@ def settle(
 
 
 def release(
-    account: Account, hold_id: int, *, key: str, now: dt.datetime | None = None,
+    account: Account,
+    hold_id: int,
+    *,
+    key: str,
+    now: dt.datetime | None = None,
     key_space: KeySpace = KeySpace.TALLY,
 ) -> Receipt:
     """Free a hold without charging anything."""
@@ -337,8 +397,12 @@ def expire_due_lots(now: dt.datetime | None = None) -> int:
     """Expire every lot past its expiry on every account, so balances never count dead
     credits while an account is quiet. Returns how many expiry entries were posted."""
     moment = now or timezone.now()
-    due = (Lot.objects.filter(live=True, expires_at__lte=moment)
-           .order_by().values_list("account_id", flat=True).distinct())
+    due = (
+        Lot.objects.filter(live=True, expires_at__lte=moment)
+        .order_by()
+        .values_list("account_id", flat=True)
+        .distinct()
+    )
     return sum(len(_call("expire_lots", account_id, moment)) for account_id in due)
 
 

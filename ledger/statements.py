@@ -12,10 +12,9 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
 
-from django.db import connection
-from django.db.models import OuterRef, Subquery
+from django.db.models import F, OuterRef, Subquery
 
-from ledger.models import Account, DailyRollup, Entry, Statement, StatementDay
+from ledger.models import Account, DailyRollup, Entry, Figures, Statement, StatementDay
 from ledger.periods import add_months, month_bounds
 
 
@@ -24,26 +23,25 @@ class StatementError(Exception):
 
 
 def freeze_statements(accounts: Sequence[Account], period: dt.date) -> list[Statement]:
-    """Freeze the month starting ``period`` for each of ``accounts``, with its daily rows.
+    """Freeze the month starting ``period`` for each of ``accounts``, with its daily rows,
+    and mark the month closed: no entry is dated into it afterwards, and a time zone
+    waiting for the next month takes effect.
 
     The caller holds the accounts' row locks and runs this inside its transaction (the
     month close does). ``brought_forward`` is the previous statement's closing balance, or
     for the first statement the balance at the end of the last day before the month. The
-    identity ``closing = brought_forward + purchased + refunded - consumed - expired`` is
-    checked against the ledger's own end-of-month balance before anything is written.
+    identity ``closing = brought_forward + top_ups - credits_used`` is checked against the
+    ledger's own end-of-month balance before anything is written.
     """
     if not accounts:
         return []
     period = period.replace(day=1)
     following = add_months(period, 1)
     ids = [account.pk for account in accounts]
-    days: dict[int, list[tuple[int, int, int, int, int]]] = defaultdict(list)
-    for account_id, top_ups, used, refunds, gone, balance in (
-        DailyRollup.objects.filter(account_id__in=ids, date__gte=period, date__lt=following)
-        .order_by("account_id", "date")
-        .values_list("account_id", "top_ups", "credits_used", "refunds", "expired", "balance")
-    ):
-        days[account_id].append((top_ups, used, refunds, gone, balance))
+    days: dict[int, list[DailyRollup]] = defaultdict(list)
+    rollups = DailyRollup.objects.filter(account_id__in=ids, date__gte=period, date__lt=following)
+    for rollup in rollups.order_by("account_id", "date"):
+        days[rollup.account_id].append(rollup)
     facts = {row[0]: row[1:] for row in _facts_before(ids, period, following)}
     statements = []
     for account in accounts:
@@ -54,23 +52,34 @@ def freeze_statements(accounts: Sequence[Account], period: dt.date) -> list[Stat
             )
         brought_forward = previous_closing if previous_period is not None else balance_before or 0
         rows = days[account.pk]
-        purchased, consumed, refunded, expired = (sum(row[i] for row in rows) for i in range(4))
-        closing = rows[-1][4] if rows else brought_forward
-        if closing != brought_forward + purchased + refunded - consumed - expired:
-            raise StatementError(
-                f"{account.slug} {period:%Y-%m}: closing {closing} != brought forward "
-                f"{brought_forward} + purchased {purchased} + refunded {refunded} - consumed "
-                f"{consumed} - expired {expired}"
-            )
+        parts = {part: sum(getattr(row, part) for row in rows) for part in Figures.PARTS}
         starts_at, ends_at = month_bounds(period, account.tzinfo)
-        statements.append(Statement(
-            account=account, period=period, starts_at=starts_at, ends_at=ends_at,
-            brought_forward=brought_forward, purchased=purchased, consumed=consumed,
-            refunded=refunded, expired=expired, closing_balance=closing,
+        statement = Statement(
+            account=account,
+            period=period,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            brought_forward=brought_forward,
+            closing_balance=rows[-1].balance if rows else brought_forward,
             last_entry_id=last_entry_id,
-        ))
+            **parts,
+        )
+        if statement.closing_balance != brought_forward + statement.top_ups - statement.credits_used:
+            raise StatementError(
+                f"{account.slug} {period:%Y-%m}: closing {statement.closing_balance} != brought forward "
+                f"{brought_forward} + top-ups {statement.top_ups} - credits used {statement.credits_used}"
+            )
+        statements.append(statement)
     Statement.objects.bulk_create(statements)
-    _copy_days(statements, period, following)
+    StatementDay.objects.bulk_create(
+        StatementDay(statement=statement, date=row.date, balance=row.balance, **row.parts())
+        for statement in statements
+        for row in days[statement.account_id]
+    )
+    Account.objects.filter(pk__in=ids).update(open_from=following)
+    Account.objects.filter(pk__in=ids).exclude(next_time_zone="").update(
+        time_zone=F("next_time_zone"), next_time_zone=""
+    )
     return statements
 
 
@@ -85,28 +94,14 @@ def _facts_before(ids: list[int], period: dt.date, following: dt.date) -> list[t
             previous_closing=Subquery(previous.values("closing_balance")[:1]),
             balance_before=Subquery(
                 DailyRollup.objects.filter(account=OuterRef("pk"), date__lt=period)
-                .order_by("-date").values("balance")[:1]
+                .order_by("-date")
+                .values("balance")[:1]
             ),
             last_entry_id=Subquery(
                 Entry.objects.filter(account=OuterRef("pk"), local_date__lt=following)
-                .order_by("-id").values("id")[:1]
+                .order_by("-id")
+                .values("id")[:1]
             ),
         )
         .values_list("pk", "previous_period", "previous_closing", "balance_before", "last_entry_id")
     )
-
-
-def _copy_days(statements: list[Statement], period: dt.date, following: dt.date) -> None:
-    """Each statement's daily rows, copied from its account's rollups in one statement
-    (the accounts are locked, so these are the rows the totals were summed from)."""
-    day, rollup, statement = (m._meta.db_table for m in (StatementDay, DailyRollup, Statement))
-    ids = [s.pk for s in statements]
-    marks = ", ".join(["%s"] * len(ids))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {day} (statement_id, date, top_ups, credits_used, refunds, expired, balance)"
-            f" SELECT s.id, r.date, r.top_ups, r.credits_used, r.refunds, r.expired, r.balance"
-            f" FROM {statement} s JOIN {rollup} r ON r.account_id = s.account_id"
-            f" WHERE s.id IN ({marks}) AND r.date >= %s AND r.date < %s",
-            [*ids, period, following],
-        )

@@ -4,9 +4,10 @@ The day table of a month reads the daily rollups (an open month) or the statemen
 rows (a closed month), so it costs O(days), never a scan of the month's entries. Only a
 day's job detail and the CSV export read entries, through the (account, local_date) index.
 
-On every day, ``balance == previous balance + top_ups - credits_used``: "credits used"
-is what left the account that day other than through top-ups, that is the jobs' debits
-less their refunds, plus any credits that expired. A day's job rows add up to it.
+Every figure has one meaning (``ledger.models.Figures``): on every day and month,
+``balance == previous balance + top_ups - credits_used``, where credits used are the
+jobs' debits less their refunds, plus expired credits and negative adjustments. A day's
+job rows (and its expiry and adjustment rows) add up to its credits used.
 """
 
 from __future__ import annotations
@@ -17,28 +18,15 @@ from collections.abc import Iterable, Iterator
 
 from django.db.models import Case, CharField, F, Sum, Value, When
 
-from ledger.models import Account, DailyRollup, Entry, EntryKind, Statement
-from ledger.periods import add_months, current_period
+from ledger.models import Account, DailyRollup, Entry, EntryKind, Figures, Statement, StatementDay
+from ledger.periods import add_months, current_period, month_bounds
 
-# The entries that make up "credits used": everything that is not a top-up.
-USED_KINDS = [EntryKind.DEBIT, EntryKind.REFUND, EntryKind.EXPIRY]
+# The entries that make up "credits used": everything that is not a top-up (a negative
+# adjustment is; a positive one is a top-up).
+USED_KINDS = [EntryKind.DEBIT, EntryKind.REFUND, EntryKind.EXPIRY, EntryKind.ADJUSTMENT]
 EXPORT_CHUNK = 2_000
 
-
-@dataclasses.dataclass(frozen=True)
-class Day:
-    """One day with activity. ``credits_used`` is net of refunds and includes expiries."""
-
-    date: dt.date
-    top_ups: int
-    debits: int
-    refunds: int
-    expired: int
-    balance: int
-
-    @property
-    def credits_used(self) -> int:
-        return self.debits - self.refunds + self.expired
+Day = DailyRollup | StatementDay  # one day with activity: its figures and closing balance
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,25 +44,19 @@ class JobUsage:
 
 @dataclasses.dataclass(frozen=True)
 class PeriodUsage:
-    """A month: its summary (a statement's figures, or the same computed from the
-    rollups while there is no statement) and its days, newest first."""
+    """A month: its statement (the stored one, or for a month without one the same figures
+    computed from the rollups, unsaved) and its days with activity, newest first."""
 
     period: dt.date
     is_current: bool
     first_day: dt.date
     last_day: dt.date
     days: list[Day]
-    brought_forward: int
-    purchased: int
-    consumed: int
-    refunded: int
-    expired: int
-    closing_balance: int
-    statement: Statement | None
+    statement: Statement
 
     @property
-    def credits_used(self) -> int:
-        return sum(day.credits_used for day in self.days)
+    def closed(self) -> bool:
+        return self.statement.pk is not None
 
     def credits_used_by_date(self) -> list[tuple[dt.date, int]]:
         """Every calendar day of the month, oldest first (days to come count zero)."""
@@ -105,41 +87,43 @@ def period_usage(account: Account, period: dt.date, now: dt.datetime) -> PeriodU
     is_current = period == current_period(now, account.tzinfo)
     last_of_month = add_months(period, 1) - dt.timedelta(days=1)
     last_day = min(now.astimezone(account.tzinfo).date(), last_of_month) if is_current else last_of_month
-    statement = (
-        None
-        if is_current
-        else Statement.objects.filter(account=account, period=period).prefetch_related("days").first()
-    )
+    stored = Statement.objects.filter(account=account, period=period).prefetch_related("days")
+    statement = None if is_current else stored.first()
     if statement is not None:
-        days = [
-            Day(d.date, d.top_ups, d.credits_used, d.refunds, d.expired, d.balance)
-            for d in statement.days.all()
-        ]
-        return PeriodUsage(
-            period=period, is_current=False, first_day=period, last_day=last_day,
-            days=sorted(days, key=lambda day: day.date, reverse=True),
-            brought_forward=statement.brought_forward, purchased=statement.purchased,
-            consumed=statement.consumed, refunded=statement.refunded, expired=statement.expired,
-            closing_balance=statement.closing_balance, statement=statement,
-        )
-    days = rollup_days(account, period, last_of_month)
-    brought_forward = _balance_before(account, period, days)
+        days: list[Day] = sorted(statement.days.all(), key=lambda day: day.date, reverse=True)
+    else:
+        days = rollup_days(account, period, last_of_month)
+        statement = month_figures(account, period, days)
     return PeriodUsage(
-        period=period, is_current=is_current, first_day=period, last_day=last_day, days=days,
+        period=period,
+        is_current=is_current,
+        first_day=period,
+        last_day=last_day,
+        days=days,
+        statement=statement,
+    )
+
+
+def month_figures(account: Account, period: dt.date, days: list[Day]) -> Statement:
+    """A month without a statement, as its statement would read today (unsaved)."""
+    brought_forward = _balance_before(account, period, days)
+    starts_at, ends_at = month_bounds(period, account.tzinfo)
+    parts = {part: sum(getattr(day, part) for day in days) for part in Figures.PARTS}
+    return Statement(
+        account=account,
+        period=period,
+        starts_at=starts_at,
+        ends_at=ends_at,
         brought_forward=brought_forward,
-        purchased=sum(day.top_ups for day in days),
-        consumed=sum(day.debits for day in days),
-        refunded=sum(day.refunds for day in days),
-        expired=sum(day.expired for day in days),
         closing_balance=days[0].balance if days else brought_forward,
-        statement=None,
+        **parts,
     )
 
 
 def rollup_days(account: Account, first: dt.date, last: dt.date) -> list[Day]:
     """Days with activity between ``first`` and ``last`` from the rollups, newest first."""
-    rollups = DailyRollup.objects.filter(account=account, date__gte=first, date__lte=last).order_by("-date")
-    return [Day(r.date, r.top_ups, r.credits_used, r.refunds, r.expired, r.balance) for r in rollups]
+    rollups = DailyRollup.objects.filter(account=account, date__gte=first, date__lte=last)
+    return list(rollups.order_by("-date"))
 
 
 def _balance_before(account: Account, period: dt.date, days: list[Day]) -> int:
@@ -191,13 +175,18 @@ def _job_rows(
         When(job__isnull=True, then=F("operation")), default=Value(""), output_field=CharField()
     )
     rows = (
-        Entry.objects.filter(
-            account=account, local_date__gte=first, local_date__lte=last, kind__in=USED_KINDS
-        )
+        Entry.objects.filter(account=account, local_date__range=(first, last), kind__in=USED_KINDS)
+        .exclude(kind=EntryKind.ADJUSTMENT, amount__gt=0)
         .annotate(unassigned=unassigned)
         .values_list(
-            "local_date", "job_id", "unassigned", "job__external_id", "job__name", "job__project",
-            "job__user", "job__resource_class",
+            "local_date",
+            "job_id",
+            "unassigned",
+            "job__external_id",
+            "job__name",
+            "job__project",
+            "job__user",
+            "job__resource_class",
         )
         .annotate(change=Sum("amount"))
         .order_by("local_date", "change", "job_id", "unassigned")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+from urllib.parse import quote
 import os
 import signal
 import subprocess
@@ -80,12 +81,10 @@ def statements_digest(org: Organization) -> str:
     for statement in Statement.objects.filter(account_id=org.account_id).order_by("period"):
         digest.update(repr((
             statement.period, statement.starts_at.isoformat(), statement.ends_at.isoformat(),
-            statement.brought_forward, statement.purchased, statement.consumed,
-            statement.refunded, statement.expired, statement.closing_balance,
+            statement.brought_forward, statement.parts(), statement.closing_balance,
         )).encode())
         for day in statement.days.order_by("date"):
-            digest.update(repr((day.date, day.top_ups, day.credits_used, day.refunds,
-                                day.expired, day.balance)).encode())
+            digest.update(repr((day.date, day.parts(), day.balance)).encode())
     for invoice in org.invoices.order_by("period"):
         digest.update(repr((invoice.period, invoice.total_cents, invoice.currency, [
             (line.description, line.amount_cents) for line in invoice.lines.order_by("id")
@@ -104,9 +103,11 @@ def wait_for(condition: Callable[[], Any], timeout: float = 60, interval: float 
 
 
 def database_url() -> str:
+    """The test database's URL, for the processes a test starts (the host may be a socket
+    directory: the embedded server's)."""
     db = settings.DATABASES["default"]
-    return (f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
-            f"/{db['NAME']}")
+    host = quote(db["HOST"] or "127.0.0.1", safe="")
+    return f"postgres://{db['USER']}@{host}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 class Worker:

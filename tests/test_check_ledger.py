@@ -33,7 +33,7 @@ def test_seed_demo_is_clean_and_running_it_twice_changes_nothing(capsys) -> None
 def test_check_ledger_names_every_break() -> None:
     account = new_account(100)
     Account.objects.filter(pk=account.pk).update(balance=90, held=5)
-    DailyRollup.objects.filter(account=account).update(credits_used=7)
+    DailyRollup.objects.filter(account=account).update(debits=7)
     Lot.objects.filter(account=account).update(remaining=80)
     with connection.cursor() as cursor:  # a row slipped in past the posting functions
         cursor.execute(

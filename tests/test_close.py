@@ -44,8 +44,7 @@ def test_statements_hold_the_identity_and_carry_the_balance_forward() -> None:
     previous_closing = 0
     for statement in statements:
         assert statement.closing_balance == (
-            statement.brought_forward + statement.purchased + statement.refunded
-            - statement.consumed - statement.expired
+            statement.brought_forward + statement.top_ups - statement.credits_used
         )
         assert statement.brought_forward == previous_closing
         previous_closing = statement.closing_balance
@@ -53,7 +52,8 @@ def test_statements_hold_the_identity_and_carry_the_balance_forward() -> None:
                                              date__lt=add_months(statement.period, 1))
         assert statement.days.count() == rollups.count() > 0
         assert statement.closing_balance == rollups.order_by("-date").first().balance  # type: ignore[union-attr]
-        assert statement.consumed == sum(r.credits_used for r in rollups)
+        assert statement.credits_used == sum(r.credits_used for r in rollups)
+        assert statement.debits == sum(r.debits for r in rollups)
     assert account_breaks(org.account) == []
 
 
@@ -182,8 +182,7 @@ def test_the_database_refuses_a_second_statement_for_a_month() -> None:
     with pytest.raises(IntegrityError), transaction.atomic():
         Statement.objects.create(
             account=org.account, period=statement.period, starts_at=statement.starts_at,
-            ends_at=statement.ends_at, brought_forward=0, purchased=0, consumed=0, refunded=0,
-            expired=0, closing_balance=0,
+            ends_at=statement.ends_at, brought_forward=0, closing_balance=0,
         )
 
 

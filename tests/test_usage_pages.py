@@ -236,16 +236,17 @@ def test_closed_month_shows_its_statement(manager_client) -> None:
     starts_at, ends_at = month_bounds(period, org.tzinfo)
     statement = Statement.objects.create(
         account=org.account, period=period, starts_at=starts_at, ends_at=ends_at, brought_forward=1_200,
-        purchased=5_000, consumed=3_100, refunded=0, expired=400, closing_balance=2_700,
+        top_ups_purchase=5_000, debits=3_100, expired=400, closing_balance=2_700,
     )
-    StatementDay.objects.create(statement=statement, date=period.replace(day=7), top_ups=5_000,
-                                credits_used=3_100, refunds=0, expired=400, balance=2_700)
+    StatementDay.objects.create(statement=statement, date=period.replace(day=7), top_ups_purchase=5_000,
+                                debits=3_100, expired=400, balance=2_700)
     top_up(org, 10, at(org, period, 7))  # so the month is in the list
     text = client_for(manager).get(usage_url(org, period=f"{period:%Y-%m}")).text
-    for label, figure in [("Balance brought forward", "1,200"), ("Purchased", "5,000"),
-                          ("Consumed", "3,100"), ("Expired", "400"), ("Closing balance", "2,700")]:
+    for label, figure in [("Balance brought forward", "1,200"), ("Top-ups", "+5,000"),
+                          ("Purchased packs", "5,000"), ("Credits used", "&minus;3,500"), ("Debits", "3,100"),
+                          ("Expired", "400"), ("Closing balance", "2,700")]:
         assert f'{label}</th><td class="num">{figure}<' in text
-    assert "Refunded" not in text
+    assert "refunds" not in text
     assert f"Statement for {period:%B %Y}" in text
     assert ">3,500<" in text  # the frozen day: 3,100 used plus 400 expired
 
@@ -261,8 +262,9 @@ def test_past_month_without_statement_is_computed_from_the_ledger(manager_client
     refund(org, "job-a", 100, at(org, period, 3, 10))
     text = client_for(manager).get(usage_url(org, period=f"{period:%Y-%m}")).text
     assert "computed from the ledger" in text
-    for label, figure in [("Balance brought forward", "300"), ("Purchased", "1,000"),
-                          ("Consumed", "400"), ("Refunded", "100"), ("Closing balance", "1,000")]:
+    for label, figure in [("Balance brought forward", "300"), ("Top-ups", "+1,000"),
+                          ("Credits used", "&minus;300"), ("Debits", "400"), ("less refunds", "&minus;100"),
+                          ("Closing balance", "1,000")]:
         assert f'{label}</th><td class="num">{figure}<' in text
     assert "Expired" not in text
 

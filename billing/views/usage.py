@@ -115,9 +115,9 @@ def csv_lines(rows: Iterable[usage.Day | usage.JobUsage]) -> Iterator[str]:
 
 def csv_row(row: usage.Day | usage.JobUsage) -> list[str | int]:
     date = row.date.isoformat()
-    if isinstance(row, usage.Day):
-        return ["day", date, row.top_ups, row.credits_used, row.balance, "", "", "", ""]
-    return ["job", date, "", row.credits_used, "", row.name, row.project, row.user, row.resource_class]
+    if isinstance(row, usage.JobUsage):
+        return ["job", date, "", row.credits_used, "", row.name, row.project, row.user, row.resource_class]
+    return ["day", date, row.top_ups, row.credits_used, row.balance, "", "", "", ""]
 
 
 def neutralize(cell: str | int) -> str | int:

@@ -30,7 +30,7 @@ BEGIN
         PERFORM ledger.refuse('TL400', 'Amounts are positive whole numbers of credits.');
     END IF;
     v_entry := ledger.append(p_account, CASE WHEN p_source = 'adjustment' THEN 'adjustment' ELSE 'top_up' END,
-                             p_operation, p_amount, v_now, p_memo => p_memo);
+                             p_operation, p_amount, v_now, p_memo => p_memo, p_source => p_source);
     INSERT INTO ledger_lot (account_id, source, amount, remaining, expires_at, expired, entry_id, created_at)
     VALUES (p_account, p_source, p_amount, p_amount - least(greatest(-v_account.balance, 0), p_amount),
             p_expires_at, false, v_entry, v_now);

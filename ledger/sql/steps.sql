@@ -134,36 +134,53 @@ END;
 $$;
 
 
--- Add one entry to the day it falls on (in the account's time zone): the daily rollup
--- that the usage pages and statements read instead of the entries. Adjustments count as
--- (signed) top-ups; debits and expiries are kept as positive figures.
+-- Add one entry to the day it falls on: the daily rollup that usage pages and statements
+-- read instead of the entries. Its parts are positive figures: top-ups by their lot's
+-- source; debits, refunds, expired credits and negative adjustments (DESIGN.md, "One
+-- meaning for every number"); and the day's closing balance.
 CREATE FUNCTION ledger.add_to_day(
-    p_account bigint, p_day date, p_kind text, p_amount bigint, p_balance bigint
+    p_account bigint, p_day date, p_kind text, p_source text, p_amount bigint, p_balance bigint
 ) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_top_up text := CASE WHEN p_kind = 'top_up' THEN p_source
+                          WHEN p_kind = 'adjustment' AND p_amount > 0 THEN 'adjustment' END;
 BEGIN
-    INSERT INTO ledger_dailyrollup AS r (account_id, date, top_ups, credits_used, refunds, expired, balance)
+    INSERT INTO ledger_dailyrollup AS r (
+        account_id, date, top_ups_subscription, top_ups_purchase, top_ups_promotional,
+        top_ups_adjustment, debits, refunds, expired, adjustments, balance)
     VALUES (p_account, p_day,
-            CASE WHEN p_kind IN ('top_up', 'adjustment') THEN p_amount ELSE 0 END,
+            CASE WHEN v_top_up = 'subscription' THEN p_amount ELSE 0 END,
+            CASE WHEN v_top_up = 'purchase' THEN p_amount ELSE 0 END,
+            CASE WHEN v_top_up = 'promotional' THEN p_amount ELSE 0 END,
+            CASE WHEN v_top_up = 'adjustment' THEN p_amount ELSE 0 END,
             CASE WHEN p_kind = 'debit' THEN -p_amount ELSE 0 END,
             CASE WHEN p_kind = 'refund' THEN p_amount ELSE 0 END,
             CASE WHEN p_kind = 'expiry' THEN -p_amount ELSE 0 END,
+            CASE WHEN p_kind = 'adjustment' AND p_amount < 0 THEN -p_amount ELSE 0 END,
             p_balance)
     ON CONFLICT (account_id, date) DO UPDATE SET
-        top_ups = r.top_ups + excluded.top_ups,
-        credits_used = r.credits_used + excluded.credits_used,
+        top_ups_subscription = r.top_ups_subscription + excluded.top_ups_subscription,
+        top_ups_purchase = r.top_ups_purchase + excluded.top_ups_purchase,
+        top_ups_promotional = r.top_ups_promotional + excluded.top_ups_promotional,
+        top_ups_adjustment = r.top_ups_adjustment + excluded.top_ups_adjustment,
+        debits = r.debits + excluded.debits,
         refunds = r.refunds + excluded.refunds,
         expired = r.expired + excluded.expired,
+        adjustments = r.adjustments + excluded.adjustments,
         balance = excluded.balance;
 END;
 $$;
 
 
 -- Append one entry and move the balance by its signed amount: the entry records the
--- balance after it, and the day's rollup follows. Returns the entry's id.
+-- balance after it, and the day's rollup follows. An entry is dated on its day in the
+-- account's time zone, but never into a month already closed (usage reported late lands
+-- in the open month, and a closed statement never changes). ``source`` is a top-up's lot
+-- source. Returns the entry's id.
 CREATE FUNCTION ledger.append(
     p_account bigint, p_kind text, p_operation text, p_amount bigint, p_now timestamptz,
     p_quantity bigint DEFAULT NULL, p_job bigint DEFAULT NULL, p_hold bigint DEFAULT NULL,
-    p_refund_of_expired bigint DEFAULT 0, p_memo text DEFAULT ''
+    p_refund_of_expired bigint DEFAULT 0, p_memo text DEFAULT '', p_source text DEFAULT NULL
 ) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     v_balance bigint;
@@ -171,13 +188,13 @@ DECLARE
     v_entry bigint;
 BEGIN
     UPDATE ledger_account SET balance = balance + p_amount WHERE id = p_account
-    RETURNING balance, (p_now AT TIME ZONE time_zone)::date INTO v_balance, v_day;
+    RETURNING balance, greatest((p_now AT TIME ZONE time_zone)::date, open_from) INTO v_balance, v_day;
     INSERT INTO ledger_entry (account_id, kind, operation, amount, balance_after, quantity, job_id,
                               hold_id, refund_of_expired, memo, created_at, local_date)
     VALUES (p_account, p_kind, p_operation, p_amount, v_balance, p_quantity, p_job, p_hold,
             p_refund_of_expired, p_memo, p_now, v_day)
     RETURNING id INTO v_entry;
-    PERFORM ledger.add_to_day(p_account, v_day, p_kind, p_amount, v_balance);
+    PERFORM ledger.add_to_day(p_account, v_day, p_kind, p_source, p_amount, v_balance);
     RETURN v_entry;
 END;
 $$;

@@ -416,6 +416,24 @@ def release_expired_holds(now: dt.datetime | None = None) -> int:
 # --- Reads ------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class Credits:
+    """An account's credits now: what remains, what is held, and what is available."""
+
+    remaining: int
+    held: int
+    available: int
+
+
+def credits_now(account: Account, now: dt.datetime | None = None) -> Credits:
+    """The account's credits as the next posting will see them: credits in lots past their
+    expiry no longer count (less what pending holds stand on), even before the periodic
+    sweep has posted their expiry."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM ledger.credits(%s, %s)", [account.pk, now or timezone.now()])
+        return Credits(*cursor.fetchone())
+
+
 def open_account(slug: str, *, time_zone: str = "UTC", unlimited: bool = False) -> Account:
     account, _ = Account.objects.get_or_create(
         slug=slug, defaults={"time_zone": time_zone, "unlimited": unlimited}

@@ -229,43 +229,69 @@ END;
 $$;
 
 
--- Expire what remains of every lot past its expiry, one ``expiry`` entry per lot, except
--- the credits pending holds stand on: a hold is a promise. Lots not yet due cover the
--- holds first; what they cannot cover stays in the due lots a settle would draw first,
--- and expires once the holds resolve (every resolution calls this again).
+-- What expires of the lots past their expiry at ``now``: each such lot, what remains in
+-- it, and what it keeps. All of it expires except the credits pending holds stand on: a
+-- hold is a promise. Lots not yet due cover the holds first; what they cannot cover stays
+-- in the due lots a settle would draw first (soonest expiry first), and expires once the
+-- holds resolve.
+CREATE FUNCTION ledger.expiring(p_account bigint, p_now timestamptz)
+RETURNS TABLE (lot_id bigint, source text, remaining bigint, keep bigint)
+LANGUAGE sql STABLE AS $$
+    WITH promised AS (
+        SELECT greatest(a.held - coalesce(sum(l.remaining), 0), 0) AS credits
+          FROM ledger_account a
+          LEFT JOIN ledger_lot l
+            ON l.account_id = a.id AND l.live AND (l.expires_at IS NULL OR l.expires_at > p_now)
+         WHERE a.id = p_account
+         GROUP BY a.held
+    ), due AS (
+        SELECT id, source, remaining,
+               coalesce(sum(remaining) OVER (ORDER BY expires_at, created_at, id
+                                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+          FROM ledger_lot
+         WHERE account_id = p_account AND live AND expires_at <= p_now
+    )
+    SELECT due.id, due.source, due.remaining, least(due.remaining, greatest(promised.credits - due.before, 0))
+      FROM due, promised
+     ORDER BY due.before;
+$$;
+
+
+-- Expire what ``expiring`` says, one ``expiry`` entry per lot. Returns the entries' ids.
 CREATE FUNCTION ledger.expire_due(p_account bigint, p_now timestamptz)
 RETURNS bigint[] LANGUAGE plpgsql AS $$
 DECLARE
-    v_promised bigint;
     v_lot record;
-    v_keep bigint;
     v_entry bigint;
     v_entries bigint[] := '{}';
 BEGIN
     IF NOT EXISTS (SELECT FROM ledger_lot WHERE account_id = p_account AND live AND expires_at <= p_now) THEN
-        RETURN v_entries;
+        RETURN v_entries;  -- the common case, answered from the live-lots index
     END IF;
-    SELECT greatest(a.held - coalesce(sum(l.remaining), 0), 0) INTO v_promised
-      FROM ledger_account a
-      LEFT JOIN ledger_lot l ON l.account_id = a.id AND l.live AND (l.expires_at IS NULL OR l.expires_at > p_now)
-     WHERE a.id = p_account
-     GROUP BY a.held;
-    FOR v_lot IN
-        SELECT id, source, remaining FROM ledger_lot
-         WHERE account_id = p_account AND live AND expires_at <= p_now
-         ORDER BY expires_at, created_at, id
-    LOOP
-        v_keep := least(v_lot.remaining, v_promised);
-        v_promised := v_promised - v_keep;
-        CONTINUE WHEN v_keep = v_lot.remaining;
-        v_entry := ledger.append(p_account, 'expiry', 'expiry', v_keep - v_lot.remaining, p_now,
-                                 p_memo => format('%s lot %s expired', v_lot.source, v_lot.id));
-        UPDATE ledger_lot SET remaining = v_keep, expired = (v_keep = 0) WHERE id = v_lot.id;
-        INSERT INTO ledger_lotdraw (entry_id, lot_id, amount) VALUES (v_entry, v_lot.id, v_keep - v_lot.remaining);
+    FOR v_lot IN SELECT * FROM ledger.expiring(p_account, p_now) WHERE keep < remaining LOOP
+        v_entry := ledger.append(p_account, 'expiry', 'expiry', v_lot.keep - v_lot.remaining, p_now,
+                                 p_memo => format('%s lot %s expired', v_lot.source, v_lot.lot_id));
+        UPDATE ledger_lot SET remaining = v_lot.keep, expired = (v_lot.keep = 0) WHERE id = v_lot.lot_id;
+        INSERT INTO ledger_lotdraw (entry_id, lot_id, amount)
+        VALUES (v_entry, v_lot.lot_id, v_lot.keep - v_lot.remaining);
         v_entries := v_entries || v_entry;
     END LOOP;
     RETURN v_entries;
 END;
+$$;
+
+
+-- The account's credits at ``now`` as the posting would see them once it has expired what
+-- is due: what remains, what is held, and what is available. Reads only: pages and the
+-- API show this, so a lot past its expiry never counts, even before the sweep expires it.
+CREATE FUNCTION ledger.credits(p_account bigint, p_now timestamptz)
+RETURNS TABLE (remaining bigint, held bigint, available bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT a.balance - e.gone, a.held, greatest(a.balance - e.gone - a.held, 0)
+      FROM ledger_account a,
+           LATERAL (SELECT coalesce(sum(x.remaining - x.keep), 0) AS gone
+                      FROM ledger.expiring(a.id, p_now) AS x) AS e
+     WHERE a.id = p_account;
 $$;
 
 

@@ -17,16 +17,16 @@ T = TypeVar("T")
 
 
 def new_account(credits: int = 0, *, unlimited: bool = False, time_zone: str = "UTC") -> Account:
-    account = postings.open_account(f"acct-{uuid.uuid4().hex[:10]}", time_zone=time_zone,
-                                    unlimited=unlimited)
+    account = postings.open_account(f"acct-{uuid.uuid4().hex[:10]}", time_zone=time_zone, unlimited=unlimited)
     if credits:
         top_up(account, credits)
     return account
 
 
 def top_up(account: Account, credits: int, source: LotSource = LotSource.PURCHASE, **kw: Any) -> None:
-    postings.post_top_up(account, credits, key=f"top-up-{uuid.uuid4()}", source=source,
-                         operation="credit_pack_test", **kw)
+    postings.post_top_up(
+        account, credits, key=f"top-up-{uuid.uuid4()}", source=source, operation="credit_pack_test", **kw
+    )
 
 
 def key() -> str:

@@ -26,15 +26,21 @@ def test_the_orm_refuses_to_edit_or_delete_entries() -> None:
     assert Entry.objects.get(account=account).amount == 100
 
 
-@pytest.mark.parametrize("statement", [
-    "UPDATE ledger_entry SET amount = 999999 WHERE account_id = %s",
-    "DELETE FROM ledger_entry WHERE account_id = %s",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE ledger_entry SET amount = 999999 WHERE account_id = %s",
+        "DELETE FROM ledger_entry WHERE account_id = %s",
+    ],
+)
 def test_update_and_delete_fail_at_the_database(statement: str) -> None:
     from django.db.utils import DatabaseError
 
     account = new_account(100)
-    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), \
-            connection.cursor() as cursor:
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
         cursor.execute(statement, [account.pk])
     assert Entry.objects.get(account=account).amount == 100

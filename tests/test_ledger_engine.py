@@ -25,8 +25,10 @@ def test_the_database_functions_are_those_in_the_files() -> None:
 @pytest.mark.django_db
 def test_a_function_changed_in_the_database_is_reported() -> None:
     with connection.cursor() as cursor:
-        cursor.execute("CREATE OR REPLACE FUNCTION ledger.price(p_operation text, p_quantity bigint) "
-                       "RETURNS bigint LANGUAGE sql AS 'SELECT 0::bigint'")
+        cursor.execute(
+            "CREATE OR REPLACE FUNCTION ledger.price(p_operation text, p_quantity bigint) "
+            "RETURNS bigint LANGUAGE sql AS 'SELECT 0::bigint'"
+        )
         cursor.execute("CREATE FUNCTION ledger.free_credits() RETURNS int LANGUAGE sql AS 'SELECT 1'")
     assert functions.differences(connection) == [
         "ledger.free_credits() is in the database but in no file",
@@ -40,15 +42,22 @@ def test_a_function_changed_in_the_database_is_reported() -> None:
 @pytest.mark.django_db
 def test_a_client_key_never_meets_tallys_own_key_of_the_same_text() -> None:
     account = new_account(100)
-    attack = postings.reserve(account, 1, key="subscription_renewal:2027-01", operation="op",
-                              key_space=KeySpace.CLIENT)
-    renewal = postings.post_top_up(account, 1_000, key="subscription_renewal:2027-01",
-                                   source=LotSource.SUBSCRIPTION, operation="subscription_renewal")
+    attack = postings.reserve(
+        account, 1, key="subscription_renewal:2027-01", operation="op", key_space=KeySpace.CLIENT
+    )
+    renewal = postings.post_top_up(
+        account,
+        1_000,
+        key="subscription_renewal:2027-01",
+        source=LotSource.SUBSCRIPTION,
+        operation="subscription_renewal",
+    )
     assert (attack.action, renewal.action) == ("reserve", "top_up")
     assert renewal.balance == 1_100
     # and the client's retry still replays its own posting, not Tally's
-    again = postings.reserve(account, 1, key="subscription_renewal:2027-01", operation="op",
-                             key_space=KeySpace.CLIENT)
+    again = postings.reserve(
+        account, 1, key="subscription_renewal:2027-01", operation="op", key_space=KeySpace.CLIENT
+    )
     assert again == attack
     assert IdempotencyRecord.objects.filter(account=account, key="subscription_renewal:2027-01").count() == 2
     assert_clean(account)
@@ -83,8 +92,12 @@ def test_what_a_hold_stood_on_expires_when_it_is_settled_for_less() -> None:
     kinds = list(Entry.objects.filter(account=account).order_by("id").values_list("kind", "amount"))
     # 40 expire before the settle (the hold stands on 60), the settle takes 25, the 35 left
     # of the promise expire once it is resolved.
-    assert kinds == [(EntryKind.TOP_UP, 100), (EntryKind.EXPIRY, -40), (EntryKind.DEBIT, -25),
-                     (EntryKind.EXPIRY, -35)]
+    assert kinds == [
+        (EntryKind.TOP_UP, 100),
+        (EntryKind.EXPIRY, -40),
+        (EntryKind.DEBIT, -25),
+        (EntryKind.EXPIRY, -35),
+    ]
     assert_clean(account)
 
 
@@ -109,19 +122,31 @@ def test_a_batch_posts_any_kinds_on_any_accounts_each_standing_alone() -> None:
     first, second = new_account(100), new_account(50)
     hold = postings.reserve(first, 30, key=key(), operation="op")
     postings.debit(second, 5, key="used-before", operation="op", job=postings.JobInfo("j-0"))
-    results = postings.post_batch([
-        postings.Posting.debit(second.pk, key=key(), amount=20, operation="op", job=postings.JobInfo("j-1")),
-        postings.Posting.debit(first.pk, key=key(), amount=500, operation="op"),  # refused alone
-        postings.Posting.settle(first.pk, hold.hold_id, key=key(), amount=10),  # type: ignore[arg-type]
-        postings.Posting.refund(second.pk, "j-1", 4, key=key(), operation="refund"),
-        postings.Posting.release(first.pk, hold.hold_id, key=key()),  # type: ignore[arg-type]
-        postings.Posting.debit(second.pk, key="used-before", amount=6, operation="op"),
-        postings.Posting.settle(first.pk, 10**12, key=key(), amount=1),
-        postings.Posting.debit(first.pk, key=key(), operation="no_such_price", quantity=1),
-    ])
+    results = postings.post_batch(
+        [
+            postings.Posting.debit(
+                second.pk, key=key(), amount=20, operation="op", job=postings.JobInfo("j-1")
+            ),
+            postings.Posting.debit(first.pk, key=key(), amount=500, operation="op"),  # refused alone
+            postings.Posting.settle(first.pk, hold.hold_id, key=key(), amount=10),  # type: ignore[arg-type]
+            postings.Posting.refund(second.pk, "j-1", 4, key=key(), operation="refund"),
+            postings.Posting.release(first.pk, hold.hold_id, key=key()),  # type: ignore[arg-type]
+            postings.Posting.debit(second.pk, key="used-before", amount=6, operation="op"),
+            postings.Posting.settle(first.pk, 10**12, key=key(), amount=1),
+            postings.Posting.debit(first.pk, key=key(), operation="no_such_price", quantity=1),
+        ]
+    )
     kinds = [type(result).__name__ for result in results]
-    assert kinds == ["Receipt", "InsufficientCredits", "Receipt", "Receipt", "HoldNotPending",
-                     "IdempotencyConflict", "HoldNotFound", "UnknownOperation"]
+    assert kinds == [
+        "Receipt",
+        "InsufficientCredits",
+        "Receipt",
+        "Receipt",
+        "HoldNotPending",
+        "IdempotencyConflict",
+        "HoldNotFound",
+        "UnknownOperation",
+    ]
     first.refresh_from_db()
     second.refresh_from_db()
     assert (first.balance, first.held) == (90, 0)
@@ -148,11 +173,17 @@ def test_batches_locking_the_same_accounts_in_opposite_orders_never_deadlock() -
     accounts = [new_account(10_000) for _ in range(4)]
 
     def batch(order: list[Account]) -> list[postings.Receipt | postings.LedgerError]:
-        return postings.post_batch([postings.Posting.debit(a.pk, key=key(), amount=1, operation="op")
-                                    for _ in range(25) for a in order])
+        return postings.post_batch(
+            [
+                postings.Posting.debit(a.pk, key=key(), amount=1, operation="op")
+                for _ in range(25)
+                for a in order
+            ]
+        )
 
-    results = in_threads([lambda n=n: batch(accounts if n % 2 else accounts[::-1]) for n in range(16)],
-                         workers=16)
+    results = in_threads(
+        [lambda n=n: batch(accounts if n % 2 else accounts[::-1]) for n in range(16)], workers=16
+    )
     assert all(isinstance(r, list) for r in results), results
     for account in accounts:
         account.refresh_from_db()

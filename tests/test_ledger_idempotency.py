@@ -19,8 +19,12 @@ def test_one_key_sent_ten_times_at_once_posts_once_with_ten_identical_results() 
     account = new_account(1_000)
     job = postings.JobInfo("job-1", "train", "proj", "ada", "a100")
     results = in_threads(
-        [lambda: postings.debit(account, 120, key="same-key", operation="training_a100_per_minute",
-                                job=job, quantity=2)] * 10,
+        [
+            lambda: postings.debit(
+                account, 120, key="same-key", operation="training_a100_per_minute", job=job, quantity=2
+            )
+        ]
+        * 10,
         workers=10,
     )
     assert all(isinstance(r, postings.Receipt) for r in results), results
@@ -151,10 +155,14 @@ def test_a_refused_posting_leaves_no_transaction_open_behind_it() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize(("job", "operation"), [
-    (postings.JobInfo("j-1", name="x" * 201), "op"),  # fails as it writes the job
-    (None, None),  # fails as it writes the entry
-], ids=["failing-job", "failing-entry"])
+@pytest.mark.parametrize(
+    ("job", "operation"),
+    [
+        (postings.JobInfo("j-1", name="x" * 201), "op"),  # fails as it writes the job
+        (None, None),  # fails as it writes the entry
+    ],
+    ids=["failing-job", "failing-entry"],
+)
 def test_a_posting_whose_statement_fails_stores_nothing_and_the_connection_goes_on(
     job: postings.JobInfo | None, operation: str
 ) -> None:

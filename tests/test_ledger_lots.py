@@ -17,8 +17,10 @@ NOW = timezone.now()
 
 
 def _lots(account):  # type: ignore[no-untyped-def]
-    return {lot.source + (f"@{lot.expires_at:%d}" if lot.expires_at else ""): lot.remaining
-            for lot in Lot.objects.filter(account=account)}
+    return {
+        lot.source + (f"@{lot.expires_at:%d}" if lot.expires_at else ""): lot.remaining
+        for lot in Lot.objects.filter(account=account)
+    }
 
 
 def _job(name: str = "job-1") -> postings.JobInfo:
@@ -43,8 +45,9 @@ def test_oldest_first_among_lots_with_the_same_expiry() -> None:
     top_up(account, 40, now=NOW - dt.timedelta(days=2))
     top_up(account, 40, now=NOW - dt.timedelta(days=1))
     postings.debit(account, 50, key=key(), operation="op", now=NOW)
-    assert list(Lot.objects.filter(account=account).order_by("created_at")
-                .values_list("remaining", flat=True)) == [0, 30]
+    assert list(
+        Lot.objects.filter(account=account).order_by("created_at").values_list("remaining", flat=True)
+    ) == [0, 30]
 
 
 def test_a_refund_returns_credits_to_the_lots_they_came_from() -> None:

@@ -74,8 +74,14 @@ class ModelAccount:
     def draw_order(self) -> list[int]:
         """Soonest expiry first, never-expiring last, oldest first among equals."""
         live = [i for i, lot in enumerate(self.lots) if lot.remaining > 0]
-        return sorted(live, key=lambda i: (self.lots[i].expires_at is None,
-                                           self.lots[i].expires_at or START, self.lots[i].order))
+        return sorted(
+            live,
+            key=lambda i: (
+                self.lots[i].expires_at is None,
+                self.lots[i].expires_at or START,
+                self.lots[i].order,
+            ),
+        )
 
     def expire(self, now: dt.datetime) -> None:
         """Lots past their expiry lose what remains, except what pending holds stand on: lots
@@ -106,9 +112,15 @@ class ModelAccount:
         net: dict[int, int] = {}
         for i, credits in self.draws[job]:
             net[i] = net.get(i, 0) + credits
-        order = sorted(net, key=lambda i: (self.lots[i].expires_at is None,
-                                           self.lots[i].expires_at or now, self.lots[i].order),
-                       reverse=True)
+        order = sorted(
+            net,
+            key=lambda i: (
+                self.lots[i].expires_at is None,
+                self.lots[i].expires_at or now,
+                self.lots[i].order,
+            ),
+            reverse=True,
+        )
         credited = 0
         for i in order:
             lot = self.lots[i]
@@ -198,24 +210,45 @@ class LedgerMachine(RuleBasedStateMachine):
         self.now = self._next_expiry() or self.now
 
     def _next_expiry(self) -> dt.datetime | None:
-        return min((lot.expires_at for lot in self.model.lots
-                    if lot.expires_at is not None and lot.expires_at > self.now), default=None)
+        return min(
+            (
+                lot.expires_at
+                for lot in self.model.lots
+                if lot.expires_at is not None and lot.expires_at > self.now
+            ),
+            default=None,
+        )
 
-    @rule(amount=st.integers(1, 500),
-          source=st.sampled_from([LotSource.PURCHASE, LotSource.SUBSCRIPTION, LotSource.PROMOTIONAL]),
-          hours=st.one_of(st.none(), st.integers(1, 72)))
+    @rule(
+        amount=st.integers(1, 500),
+        source=st.sampled_from([LotSource.PURCHASE, LotSource.SUBSCRIPTION, LotSource.PROMOTIONAL]),
+        hours=st.one_of(st.none(), st.integers(1, 72)),
+    )
     def top_up(self, amount: int, source: LotSource, hours: int | None) -> None:
-        expires = None if hours is None or source == LotSource.PURCHASE else self.now + dt.timedelta(hours=hours)
-        postings.post_top_up(self.account, amount, key=self._key(), source=source, operation="top_up",
-                             expires_at=expires, now=self.now)
+        expires = (
+            None if hours is None or source == LotSource.PURCHASE else self.now + dt.timedelta(hours=hours)
+        )
+        postings.post_top_up(
+            self.account,
+            amount,
+            key=self._key(),
+            source=source,
+            operation="top_up",
+            expires_at=expires,
+            now=self.now,
+        )
         self.model.lots.append(ModelLot(amount, expires, len(self.model.lots)))
 
     @rule(amount=st.integers(1, 400))
     def debit(self, amount: int) -> None:
         job = self._job()
         expected = self.model.debit(amount, job, self.now)
-        _outcome_is(expected, lambda: postings.debit(self.account, amount, key=self._key(), operation="op",
-                                                     job=postings.JobInfo(job), now=self.now))
+        _outcome_is(
+            expected,
+            lambda: postings.debit(
+                self.account, amount, key=self._key(), operation="op", job=postings.JobInfo(job), now=self.now
+            ),
+        )
 
     @rule(amount=st.integers(-300, 300).filter(bool))
     def adjust(self, amount: int) -> None:
@@ -224,15 +257,24 @@ class LedgerMachine(RuleBasedStateMachine):
             expected = None
         else:
             expected = self.model.debit(-amount, None, self.now)
-        _outcome_is(expected, lambda: postings.adjust(self.account, amount, key=self._key(), memo="fix",
-                                                      now=self.now))
+        _outcome_is(
+            expected, lambda: postings.adjust(self.account, amount, key=self._key(), memo="fix", now=self.now)
+        )
 
     @rule(amount=st.integers(1, 300), hours=st.integers(1, 24 * 5))
     def reserve(self, amount: int, hours: int) -> None:
         expected = self.model.reserve(-1, amount, self.now + dt.timedelta(hours=hours), self.now)
-        receipt = _outcome_is(expected, lambda: postings.reserve(
-            self.account, amount, key=self._key(), operation="op", now=self.now,
-            ttl=dt.timedelta(hours=hours)))
+        receipt = _outcome_is(
+            expected,
+            lambda: postings.reserve(
+                self.account,
+                amount,
+                key=self._key(),
+                operation="op",
+                now=self.now,
+                ttl=dt.timedelta(hours=hours),
+            ),
+        )
         if receipt is not None:
             assert receipt.hold_id is not None
             self.model.holds[receipt.hold_id] = self.model.holds.pop(-1)
@@ -245,8 +287,9 @@ class LedgerMachine(RuleBasedStateMachine):
         expected = self.model.settle(hold_id, amount, self.now)
         if amount <= promised:
             assert expected is None  # a hold is a promise
-        _outcome_is(expected, lambda: postings.settle(self.account, hold_id, amount, key=self._key(),
-                                                      now=self.now))
+        _outcome_is(
+            expected, lambda: postings.settle(self.account, hold_id, amount, key=self._key(), now=self.now)
+        )
         if expected is None:
             self.resolved.append(hold_id)
 
@@ -267,8 +310,12 @@ class LedgerMachine(RuleBasedStateMachine):
         left = self.model.consumed[job] - self.model.refunded.get(job, 0)
         amount = data.draw(st.integers(1, max(left, 1) + 20))
         expected, credited = self.model.refund(job, amount, self.now)
-        receipt = _outcome_is(expected, lambda: postings.refund(
-            self.account, job, amount, key=self._key(), operation="refund", now=self.now))
+        receipt = _outcome_is(
+            expected,
+            lambda: postings.refund(
+                self.account, job, amount, key=self._key(), operation="refund", now=self.now
+            ),
+        )
         if receipt is not None:
             assert (receipt.amount, receipt.forfeited) == (credited, amount - credited)
 
@@ -285,9 +332,12 @@ class LedgerMachine(RuleBasedStateMachine):
                 self.model.release(hold_id, self.now)
                 self.resolved.append(hold_id)
 
-    @rule(kinds=st.lists(st.sampled_from(["debit", "reserve", "settle", "release", "refund"]),
-                         min_size=1, max_size=6),
-          amounts=st.lists(st.integers(0, 300), min_size=6, max_size=6))
+    @rule(
+        kinds=st.lists(
+            st.sampled_from(["debit", "reserve", "settle", "release", "refund"]), min_size=1, max_size=6
+        ),
+        amounts=st.lists(st.integers(0, 300), min_size=6, max_size=6),
+    )
     def batch(self, kinds: list[str], amounts: list[int]) -> None:
         """Several postings in one call: each stands or falls exactly as if sent alone."""
         items: list[postings.Posting] = []
@@ -297,8 +347,11 @@ class LedgerMachine(RuleBasedStateMachine):
             token = None
             if kind == "debit" and amount:
                 job = self._job()
-                items.append(postings.Posting.debit(pk, key=self._key(), operation="op", amount=amount,
-                                                    job=postings.JobInfo(job)))
+                items.append(
+                    postings.Posting.debit(
+                        pk, key=self._key(), operation="op", amount=amount, job=postings.JobInfo(job)
+                    )
+                )
                 refusal = self.model.debit(amount, job, self.now)
             elif kind == "reserve" and amount:
                 token = -1 - n
@@ -314,8 +367,9 @@ class LedgerMachine(RuleBasedStateMachine):
                 refusal = postings.HoldNotPending
             elif kind == "refund" and self.model.consumed:
                 job = sorted(self.model.consumed)[0]
-                items.append(postings.Posting.refund(pk, job, amount or 1, key=self._key(),
-                                                     operation="refund"))
+                items.append(
+                    postings.Posting.refund(pk, job, amount or 1, key=self._key(), operation="refund")
+                )
                 refusal, _ = self.model.refund(job, amount or 1, self.now)
             else:
                 continue
@@ -354,6 +408,7 @@ def test_the_ledger_behaves_like_its_model() -> None:
 
     run_state_machine_as_test(
         LedgerMachine,
-        settings=settings(max_examples=100, stateful_step_count=30, deadline=None,
-                          suppress_health_check=list(HealthCheck)),
+        settings=settings(
+            max_examples=100, stateful_step_count=30, deadline=None, suppress_health_check=list(HealthCheck)
+        ),
     )

@@ -60,7 +60,7 @@ def close_organization_month(
     now = now or timezone.now()
     period = period.replace(day=1)
     if period >= current_period(now, org.tzinfo):
-        raise MonthNotEnded(f"{period:%Y-%m} has not ended yet for {org.slug} ({org.time_zone}).")
+        raise MonthNotEnded(f"{period:%Y-%m} has not ended yet for {org.slug} ({org.account.time_zone}).")
     with transaction.atomic():
         _lock([org])
         (closed,) = _close_month([org], period, now)
@@ -154,12 +154,12 @@ def organizations_due(now: dt.datetime | None = None) -> list[int]:
     """Organizations whose last local month has ended without a statement."""
     now = now or timezone.now()
     due: list[int] = []
-    zones = Organization.objects.order_by().values_list("time_zone", flat=True).distinct()
+    zones = Organization.objects.order_by().values_list("account__time_zone", flat=True).distinct()
     for zone in zones:
         tz = zoneinfo.ZoneInfo(zone)
         current = current_period(now, tz)
         due.extend(
-            Organization.objects.filter(time_zone=zone, account__created_at__lt=month_start(current, tz))
+            Organization.objects.filter(account__time_zone=zone, account__created_at__lt=month_start(current, tz))
             .exclude(account__statements__period=add_months(current, -1))
             .order_by("pk")
             .values_list("pk", flat=True)

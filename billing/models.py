@@ -85,19 +85,19 @@ class Organization(models.Model):
         return self.name
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        # The ledger counts days in the organization's time zone; it keeps its own copy
-        # because the ledger never reads billing.
         with transaction.atomic():
             if self.account_id is None:
                 self.account = postings.open_account(self.slug, time_zone=self.time_zone)
-            elif self.account.time_zone != self.time_zone:
-                Account.objects.filter(pk=self.account_id).update(time_zone=self.time_zone)
-                self.account.time_zone = self.time_zone
+            elif self.time_zone != (self.account.next_time_zone or self.account.time_zone):
+                postings.change_time_zone(self.account, self.time_zone)
             super().save(*args, **kwargs)
 
     @property
     def tzinfo(self) -> zoneinfo.ZoneInfo:
-        return zoneinfo.ZoneInfo(self.time_zone)
+        """The zone the organization's days and months are in now: the ledger's. A new
+        ``time_zone`` takes effect from the month after the current one (see
+        ``postings.change_time_zone``)."""
+        return self.account.tzinfo
 
     @property
     def plan_subscription(self) -> Subscription | None:

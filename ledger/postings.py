@@ -441,6 +441,20 @@ def open_account(slug: str, *, time_zone: str = "UTC", unlimited: bool = False) 
     return account
 
 
+def change_time_zone(account: Account, time_zone: str) -> None:
+    """Days and months are counted in ``time_zone`` from the month after the current one:
+    the change waits for the current month to close, so no month mixes two zones and no
+    entry is dated into a closed month. An account that has posted nothing changes now."""
+    with transaction.atomic():
+        locked = Account.objects.select_for_update().get(pk=account.pk)
+        if not locked.entries.exists():
+            locked.time_zone, locked.next_time_zone = time_zone, ""
+        else:
+            locked.next_time_zone = "" if time_zone == locked.time_zone else time_zone
+        locked.save(update_fields=["time_zone", "next_time_zone"])
+    account.time_zone, account.next_time_zone = locked.time_zone, locked.next_time_zone
+
+
 def quote(operation: str, quantity: int) -> int:
     """Credits for ``quantity`` units of ``operation`` from the price table (the rule the
     posting functions use)."""

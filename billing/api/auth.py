@@ -5,26 +5,20 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import math
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, cast
 
 from django.conf import settings
-from django.core.cache import cache, caches
-from django.core.cache.backends.redis import RedisCache
+from django.core.cache import cache
 from django.db import DEFAULT_DB_ALIAS, connection
-from django.db.models import Model
-from django.db.models.expressions import Col
+from django.db.models import Field, Model
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja.security import HttpBearer
-from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from billing.api.errors import MissingScope, RateLimited
 from billing.models import ApiKey, Organization, Plan, Scope, Subscription
-from ledger.db import prepared_cursor
 from ledger.models import Account
 
 # last_used_at is written at most this often per key, so reads do not all become writes.
@@ -44,8 +38,7 @@ class ApiKeyAuth(HttpBearer):
             return None  # ninja answers 401
         throttle(key)
         if self.scope not in key.scopes:
-            raise MissingScope(f"This key lacks the {self.scope} scope.",
-                               required_scope=str(self.scope))
+            raise MissingScope(f"This key lacks the {self.scope} scope.", required_scope=str(self.scope))
         touch(key)
         return key
 
@@ -56,12 +49,17 @@ def organization(request: HttpRequest) -> Organization:
     return key.organization
 
 
-# Every request runs this lookup, so it is one hand-written indexed query (the ORM spends
-# longer compiling a five-table select_related than PostgreSQL spends answering it), and a
-# prepared one (PostgreSQL spends longer planning the join than running it); the rows
-# become ordinary model instances with their relations already cached.
+# Every request runs this lookup, so it is one hand-written statement through Django's own
+# cursor: building and compiling the same five-table select_related in the ORM, and its
+# instances, cost the server more than the rest of a balance read (on the API bench, 2x the
+# CPU per GET credits/balance, and 1.5x per POST debits). The row becomes ordinary model
+# instances, made as the ORM makes them (Model.from_db), their relations already cached.
 _JOINED: list[tuple[type[Model], str]] = [
-    (ApiKey, "k"), (Organization, "o"), (Account, "a"), (Subscription, "s"), (Plan, "p"),
+    (ApiKey, "k"),
+    (Organization, "o"),
+    (Account, "a"),
+    (Subscription, "s"),
+    (Plan, "p"),
 ]
 
 
@@ -70,7 +68,8 @@ def _lookup_sql() -> str:
     q = connection.ops.quote_name
     columns = ", ".join(
         f"{alias}.{q(cast(str, field.column))}"
-        for model, alias in _JOINED for field in model._meta.concrete_fields
+        for model, alias in _JOINED
+        for field in model._meta.concrete_fields
     )
     table = {alias: q(model._meta.db_table) for model, alias in _JOINED}
     return (
@@ -83,50 +82,49 @@ def _lookup_sql() -> str:
     )
 
 
-@functools.cache
-def _converters() -> list[tuple[int, Col, list[Callable[..., Any]]]]:
-    """The columns the ORM would convert (SQLite hands back text JSON, naive times), by
-    position, with their converters; the rest are used as they come."""
-    columns = []
-    fields = [(alias, field) for model, alias in _JOINED for field in model._meta.concrete_fields]
-    for index, (alias, field) in enumerate(fields):
-        col = field.get_col(alias)
-        functions = connection.ops.get_db_converters(col) + field.get_db_converters(connection)
-        if functions:
-            columns.append((index, col, functions))
-    return columns
-
-
-@functools.cache
-def _attnames() -> list[list[str]]:
-    return [[field.attname for field in model._meta.concrete_fields] for model, _ in _JOINED]
-
-
 def find_active_key(hashed_key: str) -> ApiKey | None:
     """The unrevoked key with this hash, its organization, account, subscription and plan."""
-    with prepared_cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute(_lookup_sql(), [hashed_key])
-        found = cursor.fetchone()
-    if found is None:
+        row = cursor.fetchone()
+    if row is None:
         return None
-    row = list(found)
-    for index, col, functions in _converters():
-        for function in functions:
-            row[index] = function(row[index], col, connection)
-    built: dict[type[Model], Model | None] = {}
-    start = 0
-    for (model, _), attnames in zip(_JOINED, _attnames(), strict=True):
-        values = row[start : start + len(attnames)]
-        start += len(attnames)
-        built[model] = None if values[0] is None else model.from_db(DEFAULT_DB_ALIAS, attnames, values)
-    key, org = cast(ApiKey, built[ApiKey]), cast(Organization, built[Organization])
+    values = iter(row)
+    built: dict[type[Model], Any] = {}
+    for model, _ in _JOINED:
+        fields = model._meta.concrete_fields
+        loaded = [_from_db(field, next(values)) for field in fields]
+        attnames = [field.attname for field in fields]
+        built[model] = None if loaded[0] is None else model.from_db(DEFAULT_DB_ALIAS, attnames, loaded)
+    key, org, subscription = built[ApiKey], built[Organization], built[Subscription]
     key.organization = org
-    org.account = cast(Account, built[Account])
-    subscription = cast(Subscription | None, built[Subscription])
+    org.account = built[Account]
     if subscription is not None:
-        subscription.plan = cast(Plan, built[Plan])
+        subscription.plan = built[Plan]
         org.subscription = subscription
-    return key
+    return cast(ApiKey, key)
+
+
+@functools.cache
+def _converter(field: Field[Any, Any]) -> Callable[[Any], Any] | None:
+    """How the ORM turns this column's value into the field's (a JSON column's text is
+    decoded); None for most columns, used as they come."""
+    col = field.get_col(field.model._meta.db_table)
+    functions = connection.ops.get_db_converters(col) + field.get_db_converters(connection)
+    if not functions:
+        return None
+
+    def convert(value: Any) -> Any:
+        for function in functions:
+            value = function(value, col, connection)
+        return value
+
+    return convert
+
+
+def _from_db(field: Field[Any, Any], value: Any) -> Any:
+    convert = _converter(field)
+    return value if convert is None else convert(value)
 
 
 def throttle(key: ApiKey) -> None:
@@ -136,59 +134,23 @@ def throttle(key: ApiKey) -> None:
         return
     now = time.time()
     slot = int(now // window)
-    count = count_request(f"api-rate:{key.hashed_key[:24]}:{slot}", timeout=window + 1)
+    # The count outlives its window, so it cannot expire under a request still counting in it.
+    count = count_request(f"api-rate:{key.hashed_key[:24]}:{slot}", timeout=2 * window)
     if count > limit:
         retry_after = max(math.ceil((slot + 1) * window - now), 1)
         raise RateLimited(
             f"More than {limit} requests in {window} seconds; retry in {retry_after} s.",
-            headers={"Retry-After": str(retry_after)}, retry_after=retry_after,
+            headers={"Retry-After": str(retry_after)},
+            retry_after=retry_after,
         )
 
 
 def count_request(name: str, timeout: int) -> int:
     """Add one to the count called ``name`` in the cache and return the new count."""
-    counter = _redis_counter()
-    if counter is not None:
-        return counter(name, timeout)
     try:
         return cache.incr(name)
-    except ValueError:  # the window's first request
+    except ValueError:  # the window's first request (or its count just expired)
         return 1 if cache.add(name, 1, timeout=timeout) else cache.incr(name)
-
-
-# The count and its expiry in one atomic round trip (Django's cache.incr takes two, EXISTS
-# then INCRBY, and a first request a third); a plain integer, as the cache stores one.
-_COUNT = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return count
-"""
-
-
-@functools.cache
-def _redis_counter() -> Callable[[str, int], int] | None:
-    """Counting on the default cache's Redis, each thread on a connection of its own taken
-    once from the cache's pool (taking one from the pool and giving it back costs more than
-    the count, as do the cache's own per-call clients); None for an in-process cache."""
-    backend = caches["default"]
-    if not isinstance(backend, RedisCache):
-        return None
-    pool = cast(Redis, cast(Any, backend)._cache.get_client(write=True)).connection_pool
-    per_thread = threading.local()
-
-    def count(name: str, timeout: int) -> int:
-        if not hasattr(per_thread, "script"):  # the connection goes back to the pool when its thread ends
-            client = Redis(connection_pool=pool, single_connection_client=True)
-            per_thread.connection, per_thread.script = client.connection, client.register_script(_COUNT)
-        connection = per_thread.connection
-        try:
-            connection.can_read()  # as the pool checks a connection before lending it
-        except RedisConnectionError:  # Redis closed it (a restart): send on a new one
-            connection.disconnect()
-        # make_key, not make_and_validate_key: the names are ours, and the check walks them.
-        return int(per_thread.script(keys=[backend.make_key(name)], args=[timeout]))
-
-    return count
 
 
 def touch(key: ApiKey) -> None:

@@ -1,7 +1,9 @@
 """Postings for the job runner: debits, holds (settle, release), refunds, and gauges.
 
-Each endpoint calls one ledger function with the request's Idempotency-Key and answers
-from the receipt the ledger stored against it, so a retry gets the same status and body.
+Each endpoint makes one ledger posting from its body and the request's Idempotency-Key
+(in the clients' key space, apart from Tally's own keys) and answers from the receipt the
+ledger stored against that key, so a retry gets the same status and body. A batch
+(billing/api/batch.py) posts the same postings, many at a time.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from django.http import HttpRequest
 from ninja import Header, Path, Router, Status
 
 from billing.api.auth import WRITE, organization
-from billing.api.errors import NotFound
 from billing.api.schemas import (
     MAX_BIGINT,
     DebitIn,
@@ -27,19 +28,72 @@ from billing.api.schemas import (
 )
 from billing.models import Organization
 from ledger import postings
-from ledger.models import Hold
+from ledger.models import KeySpace
 
 router = Router(tags=["postings"], auth=WRITE)
 
 FAILURES: dict[int, type[Error]] = {
-    401: Error, 402: Error, 403: Error, 404: Error, 409: Error, 422: Error, 429: Error,
+    401: Error,
+    402: Error,
+    403: Error,
+    404: Error,
+    409: Error,
+    413: Error,
+    415: Error,
+    422: Error,
+    429: Error,
 }
 IDEMPOTENCY_KEY = Header(  # type: ignore[type-arg]
-    None, alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
-    description="Retrying with the same key and body returns the first result; "
-    "generated when absent.",
+    None,
+    alias="Idempotency-Key",
+    min_length=1,
+    max_length=255,
+    pattern=r"^[\x21-\x7e]+$",
+    description="Retrying with the same key and body returns the first result; generated when absent.",
 )
 HOLD_ID = Path(..., ge=1, le=MAX_BIGINT)  # type: ignore[type-arg]
+CLIENT = KeySpace.CLIENT
+
+
+def debit_posting(account_id: int, body: DebitIn, key: str) -> postings.Posting:
+    return postings.Posting.debit(
+        account_id,
+        key=key,
+        key_space=CLIENT,
+        operation=body.operation,
+        quantity=body.quantity,
+        job=body.job.info() if body.job else None,
+    )
+
+
+def hold_posting(account_id: int, body: HoldIn, key: str) -> postings.Posting:
+    ttl = dt.timedelta(seconds=body.ttl_seconds) if body.ttl_seconds else postings.DEFAULT_HOLD_TTL
+    return postings.Posting.reserve(
+        account_id,
+        key=key,
+        key_space=CLIENT,
+        operation=body.operation,
+        quantity=body.quantity,
+        amount=body.amount,
+        job=body.job.info() if body.job else None,
+        ttl=ttl,
+    )
+
+
+def settle_posting(account_id: int, hold_id: int, body: SettleIn, key: str) -> postings.Posting:
+    return postings.Posting.settle(
+        account_id, hold_id, key=key, key_space=CLIENT, amount=body.amount, quantity=body.quantity
+    )
+
+
+def release_posting(account_id: int, hold_id: int, key: str) -> postings.Posting:
+    return postings.Posting.release(account_id, hold_id, key=key, key_space=CLIENT)
+
+
+def refund_posting(account_id: int, body: RefundIn, key: str) -> postings.Posting:
+    return postings.Posting.refund(
+        account_id, body.job_external_id, body.amount, key=key, key_space=CLIENT, operation=body.operation
+    )
 
 
 def receipt_out(receipt: postings.Receipt, key: str) -> PostingOut:
@@ -57,11 +111,12 @@ def receipt_out(receipt: postings.Receipt, key: str) -> PostingOut:
     )
 
 
-def pending_hold(org: Organization, hold_id: int) -> Hold:
-    hold = Hold.objects.filter(account_id=org.account_id, pk=hold_id).first()
-    if hold is None:
-        raise NotFound(f"No hold {hold_id} on this organization's account.")
-    return hold
+def post(posting: postings.Posting) -> PostingOut:
+    """Post one posting (a batch of one, so a posting answers alike alone and in a batch)."""
+    (result,) = postings.post_batch([posting])
+    if isinstance(result, postings.LedgerError):
+        raise result
+    return receipt_out(result, posting.key)
 
 
 @router.post("debits", response={201: PostingOut, **FAILURES})
@@ -69,12 +124,8 @@ def debit(
     request: HttpRequest, body: DebitIn, idempotency_key: str | None = IDEMPOTENCY_KEY
 ) -> Status[PostingOut]:
     """Charge ``quantity`` units of ``operation`` now, at the price table's rate."""
-    key = idempotency_key or uuid.uuid4().hex
-    account = organization(request).account
-    amount = postings.quote(body.operation, body.quantity)
-    receipt = postings.debit(account, amount, key=key, operation=body.operation,
-                             job=body.job.info() if body.job else None, quantity=body.quantity)
-    return Status(201, receipt_out(receipt, key))
+    account_id = organization(request).account_id
+    return Status(201, post(debit_posting(account_id, body, idempotency_key or uuid.uuid4().hex)))
 
 
 @router.post("holds", response={201: PostingOut, **FAILURES})
@@ -82,13 +133,8 @@ def hold(
     request: HttpRequest, body: HoldIn, idempotency_key: str | None = IDEMPOTENCY_KEY
 ) -> Status[PostingOut]:
     """Reserve credits for a job about to start: ``quantity`` of ``operation``, or ``amount``."""
-    key = idempotency_key or uuid.uuid4().hex
-    account = organization(request).account
-    amount = body.amount if body.amount is not None else postings.quote(body.operation, body.quantity or 0)
-    ttl = dt.timedelta(seconds=body.ttl_seconds) if body.ttl_seconds else postings.DEFAULT_HOLD_TTL
-    receipt = postings.reserve(account, amount, key=key, operation=body.operation,
-                               job=body.job.info() if body.job else None, ttl=ttl)
-    return Status(201, receipt_out(receipt, key))
+    account_id = organization(request).account_id
+    return Status(201, post(hold_posting(account_id, body, idempotency_key or uuid.uuid4().hex)))
 
 
 @router.post("holds/{hold_id}/settle", response={200: PostingOut, **FAILURES})
@@ -99,14 +145,9 @@ def settle(
     idempotency_key: str | None = IDEMPOTENCY_KEY,
 ) -> Status[PostingOut]:
     """Charge the hold's job ``amount`` (or ``quantity`` of its operation); release the rest."""
+    account_id = organization(request).account_id
     key = idempotency_key or uuid.uuid4().hex
-    org = organization(request)
-    held = pending_hold(org, hold_id)
-    amount = body.amount
-    if amount is None:
-        amount = postings.quote(held.operation, body.quantity) if body.quantity else 0
-    receipt = postings.settle(org.account, held.pk, amount, key=key)
-    return Status(200, receipt_out(receipt, key))
+    return Status(200, post(settle_posting(account_id, hold_id, body, key)))
 
 
 @router.post("holds/{hold_id}/release", response={200: PostingOut, **FAILURES})
@@ -114,11 +155,9 @@ def release(
     request: HttpRequest, hold_id: int = HOLD_ID, idempotency_key: str | None = IDEMPOTENCY_KEY
 ) -> Status[PostingOut]:
     """Free a hold without charging anything."""
+    account_id = organization(request).account_id
     key = idempotency_key or uuid.uuid4().hex
-    org = organization(request)
-    held = pending_hold(org, hold_id)
-    receipt = postings.release(org.account, held.pk, key=key)
-    return Status(200, receipt_out(receipt, key))
+    return Status(200, post(release_posting(account_id, hold_id, key)))
 
 
 @router.post("refunds", response={201: PostingOut, **FAILURES})
@@ -126,14 +165,14 @@ def refund(
     request: HttpRequest, body: RefundIn, idempotency_key: str | None = IDEMPOTENCY_KEY
 ) -> Status[PostingOut]:
     """Give back up to what a job consumed, as a positive entry linked to the job."""
-    key = idempotency_key or uuid.uuid4().hex
-    account = organization(request).account
-    receipt = postings.refund(account, body.job_external_id, body.amount, key=key,
-                              operation=body.operation)
-    return Status(201, receipt_out(receipt, key))
+    account_id = organization(request).account_id
+    return Status(201, post(refund_posting(account_id, body, idempotency_key or uuid.uuid4().hex)))
 
 
-@router.put("gauges", response={200: GaugesOut, 401: Error, 403: Error, 422: Error, 429: Error})
+@router.put(
+    "gauges",
+    response={200: GaugesOut, 401: Error, 403: Error, 413: Error, 415: Error, 422: Error, 429: Error},
+)
 def gauges(request: HttpRequest, body: GaugesIn) -> GaugesOut:
     """Report the organization's storage in bytes and its number of deployments."""
     org = organization(request)

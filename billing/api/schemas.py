@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Annotated, Any
 
 from ninja import Schema
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from ledger.postings import JobInfo
 
@@ -25,6 +25,15 @@ Credits = Annotated[int, Field(ge=1, le=MAX_CREDITS)]
 
 def text(max_length: int, min_length: int = 0) -> Any:
     return Field("", min_length=min_length, max_length=max_length, pattern=NO_NUL)
+
+
+class StrictIn(BaseModel):
+    """A request body as DESIGN.md's input rules say: an object with only the fields named
+    here, each of its own JSON type (no "10" or 1.0 or true for a number, no 7 for a text).
+    A plain pydantic model: ninja's Schema also reads attributes of any object (for
+    responses built from models), which input must not do, and costs ten times as much."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # --- Errors -----------------------------------------------------------------------------
@@ -135,8 +144,8 @@ class PricingOut(Schema):
 # --- Postings ---------------------------------------------------------------------------
 
 
-class JobIn(Schema):
-    external_id: str = text(128, min_length=1)
+class JobIn(StrictIn):
+    external_id: str = Field(min_length=1, max_length=128, pattern=NO_NUL)
     name: str = text(200)
     project: str = text(200)
     user: str = text(200)
@@ -146,7 +155,7 @@ class JobIn(Schema):
         return JobInfo(self.external_id, self.name, self.project, self.user, self.resource_class)
 
 
-class DebitIn(Schema):
+class DebitIn(StrictIn):
     operation: Operation
     quantity: Quantity
     job: JobIn | None = None
@@ -159,7 +168,7 @@ def _quantity_or_amount[T: HoldIn | SettleIn](body: T) -> T:
     return body
 
 
-class HoldIn(Schema):
+class HoldIn(StrictIn):
     operation: Operation
     quantity: Quantity | None = None
     amount: Credits | None = Field(None, description="Credits to hold; instead of quantity.")
@@ -170,7 +179,7 @@ class HoldIn(Schema):
     quantity_or_amount = model_validator(mode="after")(_quantity_or_amount)
 
 
-class SettleIn(Schema):
+class SettleIn(StrictIn):
     amount: Annotated[int, Field(ge=0, le=MAX_CREDITS)] | None = Field(
         None, description="Credits to charge; the rest of the hold is released."
     )
@@ -180,10 +189,21 @@ class SettleIn(Schema):
     quantity_or_amount = model_validator(mode="after")(_quantity_or_amount)
 
 
-class RefundIn(Schema):
-    job: JobIn | Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL)] = Field(
-        description="The job to refund: its external_id, or the job object."
-    )
+def _job_form(value: Any) -> str | None:
+    """Which form a refund's job takes: an object is a job, a string its external_id."""
+    return "object" if isinstance(value, dict | JobIn) else "external_id" if isinstance(value, str) else None
+
+
+class RefundIn(StrictIn):
+    job: Annotated[
+        Annotated[JobIn, Tag("object")]
+        | Annotated[str, Tag("external_id"), Field(min_length=1, max_length=128, pattern=NO_NUL)],
+        Discriminator(
+            _job_form,
+            custom_error_type="job_type",
+            custom_error_message="Give the job's external_id or the job object.",
+        ),
+    ] = Field(description="The job to refund: its external_id, or the job object.")
     amount: Credits
     operation: Operation
 
@@ -192,7 +212,7 @@ class RefundIn(Schema):
         return self.job if isinstance(self.job, str) else self.job.external_id
 
 
-class GaugesIn(Schema):
+class GaugesIn(StrictIn):
     storage_bytes: Annotated[int, Field(ge=0, le=MAX_BIGINT)] | None = None
     deployments: Annotated[int, Field(ge=0, le=2_147_483_647)] | None = None
 

@@ -31,8 +31,7 @@ def _context(request: HttpRequest, slug: str) -> dict[str, Any]:
     """The managed organization and what the page frame (the profile menu) needs."""
     membership = get_manager_membership(request.user, slug)
     org = membership.organization
-    return {"org": org, "membership": membership, "account": org.account,
-            "sales_email": settings.SALES_EMAIL}
+    return {"org": org, "membership": membership, "account": org.account, "sales_email": settings.SALES_EMAIL}
 
 
 def next_reset(org: Organization, now: dt.datetime | None = None) -> dt.datetime:
@@ -97,10 +96,20 @@ def purchase_cancelled(request: HttpRequest, slug: str, purchase_id: int) -> Htt
     return redirect("billing", slug=org.slug)
 
 
+def _no_nul(value: str) -> str:
+    """``value`` from the URL, which PostgreSQL could not compare were it to hold a NUL byte
+    (``%00``): no checkout or invoice is named so."""
+    if "\x00" in value:
+        raise Http404("No such page.")
+    return value
+
+
 def _local_purchase(org: Organization, session_id: str) -> Purchase:
-    purchase = Purchase.objects.select_related("pack").filter(
-        organization=org, provider=ProviderName.LOCAL, provider_session_id=session_id
-    ).first()
+    purchase = (
+        Purchase.objects.select_related("pack")
+        .filter(organization=org, provider=ProviderName.LOCAL, provider_session_id=_no_nul(session_id))
+        .first()
+    )
     if purchase is None:
         raise Http404("No such checkout.")
     return purchase
@@ -140,6 +149,6 @@ def checkout_cancel(request: HttpRequest, slug: str, session_id: str) -> HttpRes
 def invoice(request: HttpRequest, slug: str, number: str) -> HttpResponse:
     context = _context(request, slug)
     context["invoice"] = get_object_or_404(
-        Invoice.objects.prefetch_related("lines"), organization=context["org"], number=number
+        Invoice.objects.prefetch_related("lines"), organization=context["org"], number=_no_nul(number)
     )
     return render(request, "billing/invoice.html", context)

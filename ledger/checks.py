@@ -11,7 +11,17 @@ from collections import defaultdict
 
 from django.db.models import Sum
 
-from ledger.models import Account, DailyRollup, EntryKind, Figures, Hold, HoldStatus, Lot, Statement
+from ledger.models import (
+    Account,
+    DailyRollup,
+    EntryKind,
+    Figures,
+    Hold,
+    HoldStatus,
+    Lot,
+    Statement,
+    StatementDay,
+)
 from ledger.periods import add_months
 
 Day = dict[str, int]
@@ -98,8 +108,8 @@ def statement_breaks(account: Account, days: dict[dt.date, Day]) -> list[str]:
     return breaks
 
 
-def _day(figures: DailyRollup | Figures) -> Day:
-    return {**figures.parts(), "balance": figures.balance}  # type: ignore[attr-defined]
+def _day(day: DailyRollup | StatementDay) -> Day:
+    return {**day.parts(), "balance": day.balance}
 
 
 def ledger_breaks() -> list[str]:

@@ -3,22 +3,22 @@
 Each posting kind is one function in ``ledger/sql/postings.sql``, the only home of its
 rule: it locks the account, replays a key posted before, checks, writes every row and
 records its answer against the key, in one round trip. These wrappers call it and turn
-its refusals into the exceptions below. At top level the call is its own transaction; in
-a caller's transaction it runs in a savepoint, so a refusal leaves that transaction usable.
+its refusals (answered, having written nothing) into the exceptions below. At top level
+the call is its own transaction; in a caller's transaction it is part of that one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
+import enum
 import functools
 import json
 from collections.abc import Sequence
 from typing import Any, Self
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -82,23 +82,24 @@ class HoldNotPending(InvalidPosting):
     code = "hold_not_pending"
 
 
-def _refusal(sqlstate: str, message: str, detail: dict[str, Any]) -> LedgerError | None:
-    """The ledger's exception for a refusal the database raised; None for any other error."""
-    match sqlstate:
-        case "TL402":
+def _refusal(error: dict[str, Any]) -> LedgerError:
+    """The ledger's exception for a refusal a posting function answered."""
+    code, message, detail = error["code"], error["message"], error["detail"]
+    match code:
+        case "insufficient_credits":
             url = settings.SITE_URL.rstrip("/") + f"/orgs/{detail['slug']}/billing/"
             return InsufficientCredits(detail["required"], detail["remaining"], url)
-        case "TL409":
+        case "idempotency_conflict":
             return IdempotencyConflict(detail["key"], detail["fields"])
-        case "TL422":
+        case "unknown_operation":
             return UnknownOperation(detail["operation"])
-        case "TL404":
+        case "hold_not_found":
             return HoldNotFound(message)
-        case "TL410":
+        case "hold_not_pending":
             return HoldNotPending(message)
-        case "TL400":
+        case "invalid_posting":
             return InvalidPosting(message)
-    return None
+    raise ValueError(f"Not a refusal the ledger makes: {code!r}")
 
 
 # --- Inputs and results -----------------------------------------------------------------
@@ -373,16 +374,10 @@ def post_batch(postings: Sequence[Posting], now: dt.datetime | None = None) -> l
     alone: its receipt, or the ledger's exception for its refusal, in the same order."""
     items = [posting.as_json() for posting in postings]
     answers = _call("post_batch", json.dumps(items, default=str), now)
-    results: list[Receipt | LedgerError] = []
-    for posting, answer in zip(postings, answers, strict=True):
-        if "error" in answer:
-            error = answer["error"]
-            refusal = _refusal(error["code"], error["message"], error["detail"])
-            assert refusal is not None  # the batch answers only refusals; other errors raise
-            results.append(refusal)
-        else:
-            results.append(_receipt(posting.account_id, answer))
-    return results
+    return [
+        _refusal(answer["error"]) if "error" in answer else _receipt(posting.account_id, answer)
+        for posting, answer in zip(postings, answers, strict=True)
+    ]
 
 
 def expire_lots(account: Account, now: dt.datetime | None = None) -> list[Entry]:
@@ -458,7 +453,10 @@ def change_time_zone(account: Account, time_zone: str) -> None:
 def quote(operation: str, quantity: int) -> int:
     """Credits for ``quantity`` units of ``operation`` from the price table (the rule the
     posting functions use)."""
-    return int(_call("price", operation, quantity))
+    cost = _call("cost", operation, quantity, None)
+    if isinstance(cost, dict):
+        raise _refusal(cost["error"])
+    return int(cost)
 
 
 def live_lots(account: Account, now: dt.datetime | None = None) -> list[Lot]:
@@ -501,7 +499,10 @@ def estimate(account: Account, operation: str, quantity: int, now: dt.datetime |
 
 
 def _post(account: Account, function: str, *args: Any) -> Receipt:
-    receipt = _receipt(account.pk, _call(function, account.pk, *args))
+    answer = _call(function, account.pk, *args)
+    if "error" in answer:
+        raise _refusal(answer["error"])
+    receipt = _receipt(account.pk, answer)
     account.balance, account.held = receipt.balance, receipt.held
     return receipt
 
@@ -520,32 +521,22 @@ def _tell_credits_changed(account_id: int) -> None:
 
 
 def _call(function: str, *args: Any) -> Any:
-    """``ledger.<function>(args)`` in one statement; its JSON answer, or the ledger's
-    exception for its refusal."""
-    sql = f"SELECT ledger.{function}({', '.join(['%s'] * len(args))})"
-    savepoint = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
-    try:
-        with savepoint, connection.cursor() as cursor:
-            cursor.execute(sql, [_adapt(arg) for arg in args])
-            (answer,) = cursor.fetchone()
-    except DatabaseError as error:
-        cause = error.__cause__
-        sqlstate = getattr(cause, "sqlstate", None) or ""
-        diag = getattr(cause, "diag", None)
-        detail = json.loads(diag.message_detail or "{}") if diag and sqlstate.startswith("TL") else {}
-        refusal = _refusal(sqlstate, diag.message_primary if diag else str(error), detail)
-        if refusal is None:
-            raise
-        raise refusal from None
+    """``ledger.<function>(args)``: one statement, its own transaction at top level; its
+    answer (JSON decoded)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT ledger.{function}({', '.join(['%s'] * len(args))})", [_adapt(a) for a in args]
+        )
+        (answer,) = cursor.fetchone()
     return json.loads(answer) if isinstance(answer, str) else answer
 
 
 def _adapt(value: Any) -> Any:
-    if isinstance(value, dt.timedelta):
-        return value  # an interval
+    if isinstance(value, enum.Enum):
+        return value.value
     if isinstance(value, dict):
         return json.dumps(value)
-    return value
+    return value  # timedelta is an interval, datetime a timestamptz
 
 
 def _job(job: JobInfo | None) -> dict[str, str] | None:

@@ -34,7 +34,7 @@ BEGIN
         RETURN ledger.refund(v_account, v_space, v_key, p ->> 'job', (p ->> 'amount')::bigint,
                              p ->> 'operation', p_now);
     ELSE
-        PERFORM ledger.refuse('TL400', format('No posting kind %L.', p ->> 'kind'));
+        RETURN ledger.refusal('invalid_posting', format('No posting kind %L.', p ->> 'kind'));
     END CASE;
 END;
 $$;
@@ -42,32 +42,20 @@ $$;
 
 -- A list of postings of any kinds on any accounts, in one transaction. The accounts are
 -- locked first, in id order, so two batches can never deadlock. Each posting then stands
--- or falls alone, exactly as if sent by itself: a refusal rolls back that posting only
--- (a subtransaction) and is answered in its place as {"error": {"code", "message",
--- "detail"}}. Errors that are not refusals fail the whole batch.
+-- or falls alone, exactly as if sent by itself: a refused posting has written nothing
+-- (its checks come before its writes) and is answered with its refusal in its place.
 CREATE FUNCTION ledger.post_batch(p_postings jsonb, p_now timestamptz)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_posting jsonb;
     v_answers jsonb[] := '{}';
-    v_code text;
-    v_message text;
-    v_detail text;
 BEGIN
     PERFORM FROM ledger_account
       WHERE id IN (SELECT (p ->> 'account')::bigint FROM jsonb_array_elements(p_postings) AS p)
       ORDER BY id
       FOR NO KEY UPDATE;
     FOR v_posting IN SELECT value FROM jsonb_array_elements(p_postings) LOOP
-        BEGIN
-            v_answers := v_answers || ledger.post(v_posting, p_now);
-        EXCEPTION WHEN SQLSTATE 'TL400' OR SQLSTATE 'TL402' OR SQLSTATE 'TL404' OR SQLSTATE 'TL409'
-                    OR SQLSTATE 'TL410' OR SQLSTATE 'TL422' THEN
-            GET STACKED DIAGNOSTICS v_code = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
-                                    v_detail = PG_EXCEPTION_DETAIL;
-            v_answers := v_answers || jsonb_build_object('error', jsonb_build_object(
-                'code', v_code, 'message', v_message, 'detail', coalesce(v_detail, '{}')::jsonb));
-        END;
+        v_answers := v_answers || ledger.post(v_posting, p_now);
     END LOOP;
     RETURN to_jsonb(v_answers);
 END;

@@ -1,12 +1,12 @@
 -- One function per posting kind: the only place its rule lives. Each is one round trip
--- and one transaction (the caller's statement): lock the account, replay a key posted
--- before, check, write, record. A refusal raises and rolls back everything the posting
--- did, so it stores nothing, not even its key. See steps.sql for the shared steps and
--- the error codes.
+-- and one transaction (the caller's statement), a short sequence: lock the account,
+-- replay a key posted before, check, write, record. Every check comes before the first
+-- write, so a refused posting is answered with its refusal having written nothing, not
+-- even its key (see steps.sql for the shared steps and the refusals' codes).
 --
 -- Every function takes the key's space ('client' for keys sent to the API, 'tally' for
 -- Tally's own) and ``now``: when the posting happens (NULL: the moment the lock is held).
--- Each answers {"receipt": {...}, "replayed": bool, "notify": bool}.
+-- Each answers {"receipt": {...}, "replayed": bool, "notify": bool}, or a refusal.
 
 
 -- Add credits as a new lot: a renewal, a pack, a promotion or a positive adjustment.
@@ -20,14 +20,12 @@ DECLARE
     v_now timestamptz := coalesce(p_now, clock_timestamp());
     v_params jsonb := jsonb_build_object('amount', p_amount, 'source', p_source,
                                          'operation', p_operation, 'expires_at', p_expires_at);
-    v_answer jsonb := ledger.replay(p_account, p_key_space, p_key, 'top_up', v_params);
+    v_answer jsonb := coalesce(ledger.replay(p_account, p_key_space, p_key, 'top_up', v_params),
+                               ledger.not_positive(p_amount));
     v_entry bigint;
 BEGIN
     IF v_answer IS NOT NULL THEN
         RETURN v_answer;
-    END IF;
-    IF p_amount IS NULL OR p_amount <= 0 THEN
-        PERFORM ledger.refuse('TL400', 'Amounts are positive whole numbers of credits.');
     END IF;
     v_entry := ledger.append(p_account, CASE WHEN p_source = 'adjustment' THEN 'adjustment' ELSE 'top_up' END,
                              p_operation, p_amount, v_now, p_memo => p_memo, p_source => p_source);
@@ -40,7 +38,8 @@ $$;
 
 
 -- Consume credits now for a job: ``amount``, or ``quantity`` of ``operation`` priced from
--- the price table. Refused unless the available credits (balance less held) cover it.
+-- the price table. Refused unless the available credits (balance less held, lots past
+-- their expiry not counted) cover it.
 CREATE FUNCTION ledger.debit(
     p_account bigint, p_key_space text, p_key text, p_operation text, p_quantity bigint,
     p_amount bigint, p_job jsonb, p_memo text, p_now timestamptz
@@ -48,21 +47,25 @@ CREATE FUNCTION ledger.debit(
 DECLARE
     v_account ledger_account := ledger.lock_account(p_account);
     v_now timestamptz := coalesce(p_now, clock_timestamp());
-    v_amount bigint := coalesce(p_amount, ledger.price(p_operation, p_quantity));
-    v_params jsonb := jsonb_build_object('amount', v_amount, 'operation', p_operation,
-                                         'quantity', p_quantity, 'job', p_job);
-    v_answer jsonb := ledger.replay(p_account, p_key_space, p_key, 'debit', v_params);
+    v_cost jsonb := ledger.cost(p_operation, p_quantity, p_amount);
+    v_amount bigint;
+    v_params jsonb;
+    v_answer jsonb;
     v_entry bigint;
 BEGIN
+    IF v_cost ? 'error' THEN
+        RETURN v_cost;
+    END IF;
+    v_amount := v_cost::bigint;
+    v_params := jsonb_build_object('amount', v_amount, 'operation', p_operation, 'quantity', p_quantity,
+                                   'job', p_job);
+    v_answer := coalesce(ledger.replay(p_account, p_key_space, p_key, 'debit', v_params),
+                         ledger.not_positive(v_amount), ledger.bad_job(p_job),
+                         ledger.short_of(v_account, v_amount, (SELECT available FROM ledger.credits(p_account, v_now))));
     IF v_answer IS NOT NULL THEN
         RETURN v_answer;
     END IF;
-    IF v_amount <= 0 THEN
-        PERFORM ledger.refuse('TL400', 'Amounts are positive whole numbers of credits.');
-    END IF;
     PERFORM ledger.expire_due(p_account, v_now);
-    SELECT * INTO v_account FROM ledger_account WHERE id = p_account;
-    PERFORM ledger.require_available(v_account, v_amount, v_account.balance - v_account.held);
     v_entry := ledger.append(p_account, 'debit', p_operation, -v_amount, v_now, p_quantity,
                              ledger.job(p_account, p_job, v_now), p_memo => p_memo);
     PERFORM ledger.draw(v_account, v_entry, v_amount);
@@ -84,21 +87,19 @@ DECLARE
     v_entry bigint;
 BEGIN
     IF p_amount IS NULL OR p_amount = 0 THEN
-        PERFORM ledger.refuse('TL400', 'An adjustment must change the balance.');
-    END IF;
-    IF p_amount > 0 THEN
+        RETURN ledger.refusal('invalid_posting', 'An adjustment must change the balance.');
+    ELSIF p_amount > 0 THEN
         RETURN ledger.top_up(p_account, p_key_space, p_key, p_amount, 'adjustment',
                              'manual_adjustment', NULL, p_memo, p_now);
     END IF;
     v_account := ledger.lock_account(p_account);
     v_now := coalesce(p_now, clock_timestamp());
-    v_answer := ledger.replay(p_account, p_key_space, p_key, 'adjustment', v_params);
+    v_answer := coalesce(ledger.replay(p_account, p_key_space, p_key, 'adjustment', v_params),
+                         ledger.short_of(v_account, -p_amount, (SELECT available FROM ledger.credits(p_account, v_now))));
     IF v_answer IS NOT NULL THEN
         RETURN v_answer;
     END IF;
     PERFORM ledger.expire_due(p_account, v_now);
-    SELECT * INTO v_account FROM ledger_account WHERE id = p_account;
-    PERFORM ledger.require_available(v_account, -p_amount, v_account.balance - v_account.held);
     v_entry := ledger.append(p_account, 'adjustment', 'manual_adjustment', p_amount, v_now, p_memo => p_memo);
     PERFORM ledger.draw(v_account, v_entry, -p_amount);
     RETURN ledger.answer(p_account, p_key_space, p_key, 'adjustment', v_params, v_now, p_amount, v_entry);
@@ -115,20 +116,24 @@ CREATE FUNCTION ledger.reserve(
 DECLARE
     v_account ledger_account := ledger.lock_account(p_account);
     v_now timestamptz := coalesce(p_now, clock_timestamp());
-    v_amount bigint := coalesce(p_amount, ledger.price(p_operation, p_quantity));
-    v_params jsonb := jsonb_build_object('amount', v_amount, 'operation', p_operation, 'job', p_job);
-    v_answer jsonb := ledger.replay(p_account, p_key_space, p_key, 'reserve', v_params);
+    v_cost jsonb := ledger.cost(p_operation, p_quantity, p_amount);
+    v_amount bigint;
+    v_params jsonb;
+    v_answer jsonb;
     v_hold bigint;
 BEGIN
+    IF v_cost ? 'error' THEN
+        RETURN v_cost;
+    END IF;
+    v_amount := v_cost::bigint;
+    v_params := jsonb_build_object('amount', v_amount, 'operation', p_operation, 'job', p_job);
+    v_answer := coalesce(ledger.replay(p_account, p_key_space, p_key, 'reserve', v_params),
+                         ledger.not_positive(v_amount), ledger.bad_job(p_job),
+                         ledger.short_of(v_account, v_amount, (SELECT available FROM ledger.credits(p_account, v_now))));
     IF v_answer IS NOT NULL THEN
         RETURN v_answer;
     END IF;
-    IF v_amount <= 0 THEN
-        PERFORM ledger.refuse('TL400', 'Amounts are positive whole numbers of credits.');
-    END IF;
     PERFORM ledger.expire_due(p_account, v_now);
-    SELECT * INTO v_account FROM ledger_account WHERE id = p_account;
-    PERFORM ledger.require_available(v_account, v_amount, v_account.balance - v_account.held);
     INSERT INTO ledger_hold (account_id, operation, amount, status, job_id, created_at, expires_at)
     VALUES (p_account, p_operation, v_amount, 'pending', ledger.job(p_account, p_job, v_now), v_now,
             v_now + coalesce(p_ttl, interval '24 hours'))
@@ -149,33 +154,42 @@ CREATE FUNCTION ledger.settle(
 DECLARE
     v_account ledger_account := ledger.lock_account(p_account);
     v_now timestamptz := coalesce(p_now, clock_timestamp());
-    v_hold ledger_hold := ledger.pending_hold(p_account, p_hold);
-    v_amount bigint := coalesce(p_amount, CASE WHEN p_quantity = 0 THEN 0
-                                               ELSE ledger.price(v_hold.operation, p_quantity) END);
-    v_params jsonb := jsonb_build_object('hold', p_hold, 'amount', v_amount);
-    v_answer jsonb := ledger.replay(p_account, p_key_space, p_key, 'settle', v_params);
+    v_hold ledger_hold;
+    v_cost jsonb;
+    v_amount bigint;
+    v_params jsonb;
+    v_answer jsonb;
+    v_credits record;
     v_entry bigint;
 BEGIN
+    SELECT * INTO v_hold FROM ledger_hold WHERE id = p_hold AND account_id = p_account;
+    IF v_hold.id IS NULL THEN
+        RETURN ledger.not_pending(v_hold, p_hold);
+    END IF;
+    v_cost := ledger.cost(v_hold.operation, p_quantity, p_amount);
+    IF v_cost ? 'error' THEN
+        RETURN v_cost;
+    END IF;
+    v_amount := v_cost::bigint;
+    v_params := jsonb_build_object('hold', p_hold, 'amount', v_amount);
+    SELECT * INTO v_credits FROM ledger.credits(p_account, v_now);
+    v_answer := coalesce(
+        ledger.replay(p_account, p_key_space, p_key, 'settle', v_params),
+        CASE WHEN v_amount < 0 THEN ledger.refusal('invalid_posting', 'A settle amount cannot be negative.') END,
+        ledger.not_pending(v_hold, p_hold),
+        -- This hold's own credits count as available to it; other holds' do not.
+        ledger.short_of(v_account, v_amount, v_credits.remaining - (v_credits.held - v_hold.amount)));
     IF v_answer IS NOT NULL THEN
         RETURN v_answer;
     END IF;
-    IF v_amount IS NULL OR v_amount < 0 THEN
-        PERFORM ledger.refuse('TL400', 'A settle amount cannot be negative.');
-    END IF;
-    PERFORM ledger.require_pending(v_hold);
     PERFORM ledger.expire_due(p_account, v_now);
-    SELECT * INTO v_account FROM ledger_account WHERE id = p_account;
-    -- This hold's own credits count as available to it; other holds' do not.
-    PERFORM ledger.require_available(v_account, v_amount,
-                                     v_account.balance - (v_account.held - v_hold.amount));
     IF v_amount > 0 THEN
         v_entry := ledger.append(p_account, 'debit', v_hold.operation, -v_amount, v_now,
                                  p_job => v_hold.job_id, p_hold => v_hold.id);
         PERFORM ledger.draw(v_account, v_entry, v_amount);
     END IF;
     PERFORM ledger.resolve(v_hold, 'settled', v_now, v_amount);
-    RETURN ledger.answer(p_account, p_key_space, p_key, 'settle', v_params, v_now,
-                         coalesce(-v_amount, 0), v_entry, v_hold.id);
+    RETURN ledger.answer(p_account, p_key_space, p_key, 'settle', v_params, v_now, -v_amount, v_entry, v_hold.id);
 END;
 $$;
 
@@ -187,14 +201,19 @@ CREATE FUNCTION ledger.release(
 DECLARE
     v_account ledger_account := ledger.lock_account(p_account);
     v_now timestamptz := coalesce(p_now, clock_timestamp());
-    v_hold ledger_hold := ledger.pending_hold(p_account, p_hold);
+    v_hold ledger_hold;
     v_params jsonb := jsonb_build_object('hold', p_hold);
-    v_answer jsonb := ledger.replay(p_account, p_key_space, p_key, 'release', v_params);
+    v_answer jsonb;
 BEGIN
+    SELECT * INTO v_hold FROM ledger_hold WHERE id = p_hold AND account_id = p_account;
+    IF v_hold.id IS NULL THEN
+        RETURN ledger.not_pending(v_hold, p_hold);
+    END IF;
+    v_answer := coalesce(ledger.replay(p_account, p_key_space, p_key, 'release', v_params),
+                         ledger.not_pending(v_hold, p_hold));
     IF v_answer IS NOT NULL THEN
         RETURN v_answer;
     END IF;
-    PERFORM ledger.require_pending(v_hold);
     PERFORM ledger.resolve(v_hold, 'released', v_now);
     RETURN ledger.answer(p_account, p_key_space, p_key, 'release', v_params, v_now, p_hold => v_hold.id);
 END;
@@ -236,12 +255,13 @@ BEGIN
     IF v_answer IS NOT NULL THEN
         RETURN v_answer;
     END IF;
-    IF p_amount IS NULL OR p_amount <= 0 THEN
-        PERFORM ledger.refuse('TL400', 'Amounts are positive whole numbers of credits.');
+    v_answer := ledger.not_positive(p_amount);
+    IF v_answer IS NOT NULL THEN
+        RETURN v_answer;
     END IF;
     SELECT id INTO v_job FROM ledger_job WHERE account_id = p_account AND external_id = p_job;
     IF NOT FOUND THEN
-        PERFORM ledger.refuse('TL400', format('No job %L has consumed credits here.', p_job));
+        RETURN ledger.refusal('invalid_posting', format('No job %L has consumed credits here.', p_job));
     END IF;
     SELECT coalesce(-sum(amount) FILTER (WHERE kind = 'debit'), 0),
            coalesce(sum(amount + refund_of_expired) FILTER (WHERE kind = 'refund'), 0),
@@ -249,8 +269,8 @@ BEGIN
       INTO v_consumed, v_refunded, v_refund_credits
       FROM ledger_entry WHERE job_id = v_job;
     IF p_amount > v_consumed - v_refunded THEN
-        PERFORM ledger.refuse('TL400', format('Job %L has %s credits left to refund; %s were asked.',
-                                              p_job, v_consumed - v_refunded, p_amount));
+        RETURN ledger.refusal('invalid_posting', format('Job %L has %s credits left to refund; %s were asked.',
+                                                       p_job, v_consumed - v_refunded, p_amount));
     END IF;
     SELECT coalesce(-sum(d.amount) FILTER (WHERE e.kind = 'debit'), 0),
            coalesce(sum(d.amount) FILTER (WHERE e.kind = 'refund'), 0)

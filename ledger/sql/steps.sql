@@ -1,22 +1,24 @@
--- The steps every posting shares: refuse, lock, replay, price, find the job, append an
+-- The steps every posting shares: lock, replay, price, check, find the job, append an
 -- entry (with the day's rollup), draw from lots, expire what is due, answer and record.
 --
 -- Each posting function in postings.sql is a short sequence of these: lock the account,
 -- check, write, record. They live in the schema "ledger" and read the tables Django made
--- (ledger_account, ledger_entry, ...). Errors carry Tally's own SQLSTATEs, which
--- ledger/postings.py turns into the ledger's exceptions:
---   TL402 insufficient credits    TL409 idempotency conflict   TL422 unknown operation
---   TL400 invalid posting         TL404 no such hold           TL410 hold not pending
+-- (ledger_account, ledger_entry, ...).
+--
+-- A posting the rules refuse is answered, not raised: every check comes before the first
+-- write, so a refused posting has written nothing, and a batch needs no savepoint per
+-- posting. A refusal is {"error": {"code", "message", "detail"}}, with the codes
+-- ledger/postings.py turns into the ledger's exceptions: insufficient_credits,
+-- idempotency_conflict, unknown_operation, invalid_posting, hold_not_found,
+-- hold_not_pending.
 
 CREATE SCHEMA IF NOT EXISTS ledger;
 
 
--- Refuse the posting: raise ``code`` with ``message``, and ``detail`` (JSON) for the caller.
-CREATE FUNCTION ledger.refuse(p_code text, p_message text, p_detail jsonb DEFAULT '{}')
-RETURNS void LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION USING ERRCODE = p_code, MESSAGE = p_message, DETAIL = p_detail::text;
-END;
+CREATE FUNCTION ledger.refusal(p_code text, p_message text, p_detail jsonb DEFAULT '{}')
+RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+    SELECT jsonb_build_object('error', jsonb_build_object('code', p_code, 'message', p_message,
+                                                          'detail', p_detail));
 $$;
 
 
@@ -30,7 +32,7 @@ DECLARE
 BEGIN
     SELECT * INTO v_account FROM ledger_account WHERE id = p_account FOR NO KEY UPDATE;
     IF NOT FOUND THEN
-        PERFORM ledger.refuse('TL400', format('No account %s.', p_account));
+        RAISE EXCEPTION 'no account %', p_account;  -- a caller's mistake, not a refusal
     END IF;
     RETURN v_account;
 END;
@@ -38,8 +40,8 @@ $$;
 
 
 -- What was answered the first time ``key`` was posted (NULL if never): a retry with the
--- same parameters gets that answer again; other parameters are a conflict naming the
--- fields that differ ("action" first when the key was used for another kind of posting).
+-- same parameters gets that answer again; other parameters are refused as a conflict
+-- naming the fields that differ ("action" first when the key was used for another kind of posting).
 -- Clients' keys and Tally's own live in separate key spaces, so they can never meet.
 CREATE FUNCTION ledger.replay(
     p_account bigint, p_key_space text, p_key text, p_action text, p_params jsonb
@@ -49,7 +51,7 @@ DECLARE
     v_fields text[];
 BEGIN
     IF p_key IS NULL OR length(p_key) NOT BETWEEN 1 AND 255 THEN
-        PERFORM ledger.refuse('TL400', 'An idempotency key of 1 to 255 characters is required.');
+        RETURN ledger.refusal('invalid_posting', 'An idempotency key of 1 to 255 characters is required.');
     END IF;
     SELECT * INTO v_first FROM ledger_idempotencyrecord
      WHERE account_id = p_account AND key_space = p_key_space AND "key" = p_key;
@@ -63,7 +65,7 @@ BEGIN
         v_fields := array_prepend('action', v_fields);
     END IF;
     IF cardinality(v_fields) > 0 THEN
-        PERFORM ledger.refuse('TL409',
+        RETURN ledger.refusal('idempotency_conflict',
             format('Idempotency key %L was used with different %s.', p_key, array_to_string(v_fields, ', ')),
             jsonb_build_object('key', p_key, 'fields', v_fields));
     END IF;
@@ -73,22 +75,53 @@ $$;
 
 
 -- Credits for ``quantity`` units of ``operation`` from the price table: the unit price
--- times the quantity, never less than the operation's minimum.
+-- times the quantity, never less than the operation's minimum. NULL for an operation
+-- without a price.
 CREATE FUNCTION ledger.price(p_operation text, p_quantity bigint)
-RETURNS bigint LANGUAGE plpgsql AS $$
+RETURNS bigint LANGUAGE sql STABLE AS $$
+    SELECT greatest(credits_per_unit * p_quantity, minimum_credits) FROM ledger_price WHERE operation = p_operation;
+$$;
+
+
+-- What a posting costs: ``amount`` when given, else ``quantity`` of ``operation`` priced
+-- (a quantity of 0 costs nothing). The credits as a JSON number, or a refusal.
+CREATE FUNCTION ledger.cost(p_operation text, p_quantity bigint, p_amount bigint)
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    v_price ledger_price;
+    v_price bigint;
 BEGIN
-    IF p_quantity IS NULL OR p_quantity <= 0 THEN
-        PERFORM ledger.refuse('TL400', 'Quantity must be a positive whole number.');
+    IF p_amount IS NOT NULL THEN
+        RETURN to_jsonb(p_amount);
+    ELSIF p_quantity IS NULL OR p_quantity < 0 THEN
+        RETURN ledger.refusal('invalid_posting', 'Quantity must be a positive whole number.');
+    ELSIF p_quantity = 0 THEN
+        RETURN to_jsonb(0);
     END IF;
-    SELECT * INTO v_price FROM ledger_price WHERE operation = p_operation;
-    IF NOT FOUND THEN
-        PERFORM ledger.refuse('TL422', format('No price is defined for operation %L.', p_operation),
+    v_price := ledger.price(p_operation, p_quantity);
+    IF v_price IS NULL THEN
+        RETURN ledger.refusal('unknown_operation', format('No price is defined for operation %L.', p_operation),
                               jsonb_build_object('operation', p_operation));
     END IF;
-    RETURN greatest(v_price.credits_per_unit * p_quantity, v_price.minimum_credits);
+    RETURN to_jsonb(v_price);
 END;
+$$;
+
+
+-- A refusal of an amount that is not a positive number of credits; NULL for one that is.
+CREATE FUNCTION ledger.not_positive(p_amount bigint)
+RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+    SELECT ledger.refusal('invalid_posting', 'Amounts are positive whole numbers of credits.')
+     WHERE p_amount IS NULL OR p_amount <= 0;
+$$;
+
+
+-- A refusal of a job that is not an object with a non-empty external_id; NULL for a job
+-- that is one, and for no job.
+CREATE FUNCTION ledger.bad_job(p_job jsonb)
+RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+    SELECT ledger.refusal('invalid_posting', 'A job is an object with a non-empty external_id.')
+     WHERE p_job IS NOT NULL AND jsonb_typeof(p_job) <> 'null'
+       AND (jsonb_typeof(p_job) <> 'object' OR coalesce(p_job ->> 'external_id', '') = '');
 $$;
 
 
@@ -101,9 +134,6 @@ DECLARE
 BEGIN
     IF p_job IS NULL OR jsonb_typeof(p_job) = 'null' THEN
         RETURN NULL;
-    END IF;
-    IF jsonb_typeof(p_job) <> 'object' OR coalesce(p_job ->> 'external_id', '') = '' THEN
-        PERFORM ledger.refuse('TL400', 'A job is an object with a non-empty external_id.');
     END IF;
     SELECT id INTO v_job FROM ledger_job
      WHERE account_id = p_account AND external_id = p_job ->> 'external_id';
@@ -119,18 +149,15 @@ END;
 $$;
 
 
--- Refuse a posting that needs ``required`` credits more than are available. An unlimited
--- account is never refused.
-CREATE FUNCTION ledger.require_available(p_account ledger_account, p_required bigint, p_available bigint)
-RETURNS void LANGUAGE plpgsql AS $$
-BEGIN
-    IF NOT p_account.unlimited AND p_available < p_required THEN
-        PERFORM ledger.refuse('TL402',
-            format('This needs %s credits; %s are available.', p_required, greatest(p_available, 0)),
-            jsonb_build_object('required', p_required, 'remaining', greatest(p_available, 0),
-                               'slug', p_account.slug));
-    END IF;
-END;
+-- A refusal of a posting that needs ``required`` credits when only ``available`` are
+-- there; NULL when they cover it. An unlimited account is never refused.
+CREATE FUNCTION ledger.short_of(p_account ledger_account, p_required bigint, p_available bigint)
+RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+    SELECT ledger.refusal('insufficient_credits',
+               format('This needs %s credits; %s are available.', p_required, greatest(p_available, 0)),
+               jsonb_build_object('required', p_required, 'remaining', greatest(p_available, 0),
+                                  'slug', p_account.slug))
+     WHERE NOT p_account.unlimited AND p_available < p_required;
 $$;
 
 
@@ -289,8 +316,11 @@ RETURNS TABLE (remaining bigint, held bigint, available bigint)
 LANGUAGE sql STABLE AS $$
     SELECT a.balance - e.gone, a.held, greatest(a.balance - e.gone - a.held, 0)
       FROM ledger_account a,
-           LATERAL (SELECT coalesce(sum(x.remaining - x.keep), 0) AS gone
-                      FROM ledger.expiring(a.id, p_now) AS x) AS e
+           LATERAL (SELECT CASE
+                      WHEN EXISTS (SELECT FROM ledger_lot
+                                    WHERE account_id = a.id AND live AND expires_at <= p_now)
+                      THEN (SELECT sum(x.remaining - x.keep) FROM ledger.expiring(a.id, p_now) AS x)
+                      ELSE 0 END AS gone) AS e
      WHERE a.id = p_account;
 $$;
 
@@ -309,31 +339,18 @@ END;
 $$;
 
 
--- The pending hold ``hold`` of the account, or a refusal: no such hold (TL404), or one
--- already resolved (TL410).
-CREATE FUNCTION ledger.pending_hold(p_account bigint, p_hold bigint)
-RETURNS ledger_hold LANGUAGE plpgsql AS $$
-DECLARE
-    v_hold ledger_hold;
-BEGIN
-    SELECT * INTO v_hold FROM ledger_hold WHERE id = p_hold AND account_id = p_account;
-    IF NOT FOUND THEN
-        PERFORM ledger.refuse('TL404', format('No hold %s on this account.', p_hold),
-                              jsonb_build_object('hold_id', p_hold));
-    END IF;
-    RETURN v_hold;
-END;
-$$;
-
-
-CREATE FUNCTION ledger.require_pending(p_hold ledger_hold)
-RETURNS void LANGUAGE plpgsql AS $$
-BEGIN
-    IF p_hold.status <> 'pending' THEN
-        PERFORM ledger.refuse('TL410', format('Hold %s is already %s.', p_hold.id, p_hold.status),
-                              jsonb_build_object('hold_id', p_hold.id, 'status', p_hold.status));
-    END IF;
-END;
+-- A refusal to resolve hold ``hold_id`` (``hold``, as read; NULL if the account has no
+-- such hold): there is none, or it was resolved already. NULL for a pending hold.
+CREATE FUNCTION ledger.not_pending(p_hold ledger_hold, p_hold_id bigint)
+RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN p_hold.id IS NULL THEN
+            ledger.refusal('hold_not_found', format('No hold %s on this account.', p_hold_id),
+                           jsonb_build_object('hold_id', p_hold_id))
+        WHEN p_hold.status <> 'pending' THEN
+            ledger.refusal('hold_not_pending', format('Hold %s is already %s.', p_hold.id, p_hold.status),
+                           jsonb_build_object('hold_id', p_hold.id, 'status', p_hold.status))
+    END;
 $$;
 
 

@@ -1,11 +1,11 @@
 """A small Python client for Tally's JSON API (stdlib only).
 
-    from billing.client import Client, InsufficientCreditsError
+from billing.client import Client, InsufficientCreditsError
 
-    client = Client("http://127.0.0.1:8000", api_key="tly_...")
-    print(client.credits.balance().credits_remaining)
-    for entry in client.credits.iter(page_size=100):
-        print(entry.created_at, entry.operation, entry.amount)
+client = Client("http://127.0.0.1:8000", api_key="tly_...")
+print(client.credits.balance().credits_remaining)
+for entry in client.credits.iter(page_size=100):
+    print(entry.created_at, entry.operation, entry.amount)
 """
 
 from __future__ import annotations
@@ -60,7 +60,9 @@ class RateLimitedError(TallyError):
 
 
 ERRORS: dict[int, type[TallyError]] = {
-    402: InsufficientCreditsError, 409: IdempotencyConflictError, 429: RateLimitedError,
+    402: InsufficientCreditsError,
+    409: IdempotencyConflictError,
+    429: RateLimitedError,
 }
 
 # --- Results ----------------------------------------------------------------------------
@@ -92,10 +94,14 @@ class Entry:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Entry:
-        return cls(id=data["id"], created_at=dt.datetime.fromisoformat(data["created_at"]),
-                   operation=data["operation"], amount=data["amount"],
-                   balance_after=data["balance_after"],
-                   job=Job(**data["job"]) if data.get("job") else None)
+        return cls(
+            id=data["id"],
+            created_at=dt.datetime.fromisoformat(data["created_at"]),
+            operation=data["operation"],
+            amount=data["amount"],
+            balance_after=data["balance_after"],
+            job=Job(**data["job"]) if data.get("job") else None,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,12 +173,76 @@ class Posting:
 
 @dataclasses.dataclass(frozen=True)
 class UsageDay:
+    """One day: ``balance`` is the previous day's plus ``top_ups`` less ``credits_used``,
+    which is ``debits - refunds + expired + adjustments``."""
+
     date: dt.date
     top_ups: int
     credits_used: int
+    debits: int
     refunds: int
     expired: int
+    adjustments: int
     balance: int
+
+
+# --- Batch items (``Client.batch``) -------------------------------------------------------
+
+
+def debit_item(
+    operation: str, quantity: int, *, idempotency_key: str, job: Job | None = None
+) -> dict[str, Any]:
+    return {
+        "kind": "debit",
+        "idempotency_key": idempotency_key,
+        "operation": operation,
+        "quantity": quantity,
+        "job": dataclasses.asdict(job) if job else None,
+    }
+
+
+def hold_item(
+    operation: str,
+    quantity: int | None = None,
+    *,
+    idempotency_key: str,
+    amount: int | None = None,
+    job: Job | None = None,
+) -> dict[str, Any]:
+    return {
+        "kind": "hold",
+        "idempotency_key": idempotency_key,
+        "operation": operation,
+        "quantity": quantity,
+        "amount": amount,
+        "job": dataclasses.asdict(job) if job else None,
+    }
+
+
+def settle_item(
+    hold_id: int, amount: int | None = None, *, idempotency_key: str, quantity: int | None = None
+) -> dict[str, Any]:
+    return {
+        "kind": "settle",
+        "idempotency_key": idempotency_key,
+        "hold_id": hold_id,
+        "amount": amount,
+        "quantity": quantity,
+    }
+
+
+def release_item(hold_id: int, *, idempotency_key: str) -> dict[str, Any]:
+    return {"kind": "release", "idempotency_key": idempotency_key, "hold_id": hold_id}
+
+
+def refund_item(job: str | Job, amount: int, operation: str, *, idempotency_key: str) -> dict[str, Any]:
+    return {
+        "kind": "refund",
+        "idempotency_key": idempotency_key,
+        "job": job.external_id if isinstance(job, Job) else job,
+        "amount": amount,
+        "operation": operation,
+    }
 
 
 # --- The client -------------------------------------------------------------------------
@@ -190,8 +260,15 @@ class Client:
         self.timeout = timeout
         self.credits = Credits(self)
 
-    def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                body: dict[str, Any] | None = None, idempotency_key: str | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Any:
         url = self._prefix + path
         if params:
             url += "?" + urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
@@ -227,36 +304,70 @@ class Client:
             self.request("POST", path, body=body, idempotency_key=key or uuid.uuid4().hex)
         )
 
-    def debit(self, operation: str, quantity: int, *, job: Job | None = None,
-              idempotency_key: str | None = None) -> Posting:
-        body = {"operation": operation, "quantity": quantity,
-                "job": dataclasses.asdict(job) if job else None}
+    def debit(
+        self, operation: str, quantity: int, *, job: Job | None = None, idempotency_key: str | None = None
+    ) -> Posting:
+        body = {"operation": operation, "quantity": quantity, "job": dataclasses.asdict(job) if job else None}
         return self._post("debits", body, idempotency_key)
 
-    def reserve(self, operation: str, quantity: int | None = None, *, amount: int | None = None,
-                job: Job | None = None, idempotency_key: str | None = None) -> Posting:
-        body = {"operation": operation, "quantity": quantity, "amount": amount,
-                "job": dataclasses.asdict(job) if job else None}
+    def reserve(
+        self,
+        operation: str,
+        quantity: int | None = None,
+        *,
+        amount: int | None = None,
+        job: Job | None = None,
+        idempotency_key: str | None = None,
+    ) -> Posting:
+        body = {
+            "operation": operation,
+            "quantity": quantity,
+            "amount": amount,
+            "job": dataclasses.asdict(job) if job else None,
+        }
         return self._post("holds", body, idempotency_key)
 
-    def settle(self, hold_id: int, amount: int | None = None, *, quantity: int | None = None,
-               idempotency_key: str | None = None) -> Posting:
-        return self._post(f"holds/{hold_id}/settle", {"amount": amount, "quantity": quantity},
-                          idempotency_key)
+    def settle(
+        self,
+        hold_id: int,
+        amount: int | None = None,
+        *,
+        quantity: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Posting:
+        return self._post(
+            f"holds/{hold_id}/settle", {"amount": amount, "quantity": quantity}, idempotency_key
+        )
 
     def release(self, hold_id: int, *, idempotency_key: str | None = None) -> Posting:
         return self._post(f"holds/{hold_id}/release", None, idempotency_key)
 
-    def refund(self, job: str | Job, amount: int, operation: str, *,
-               idempotency_key: str | None = None) -> Posting:
+    def refund(
+        self, job: str | Job, amount: int, operation: str, *, idempotency_key: str | None = None
+    ) -> Posting:
         external_id = job.external_id if isinstance(job, Job) else job
         body = {"job": external_id, "amount": amount, "operation": operation}
         return self._post("refunds", body, idempotency_key)
 
+    def batch(self, items: list[dict[str, Any]]) -> list[Posting | TallyError]:
+        """Up to 1,000 postings in one request (made with ``debit_item``, ``hold_item``,
+        ``settle_item``, ``release_item``, ``refund_item``). Each is answered in its place,
+        as if sent alone: its Posting, or the error it would have raised. A retried batch
+        replays each posting (every item carries its own idempotency key)."""
+        data = self.request("POST", "batch", body={"postings": items})
+        results: list[Posting | TallyError] = []
+        for answer in data["results"]:
+            status = answer["status"]
+            if "error" in answer:
+                error = answer["error"]
+                results.append(ERRORS.get(status, TallyError)(status, error["code"], error["message"], error))
+            else:
+                results.append(Posting.from_json(answer))
+        return results
+
     def usage(self, days: int = 30) -> list[UsageDay]:
         data = self.request("GET", "usage", params={"days": days})
-        return [UsageDay(**{**row, "date": dt.date.fromisoformat(row["date"])})
-                for row in data["days"]]
+        return [UsageDay(**{**row, "date": dt.date.fromisoformat(row["date"])}) for row in data["days"]]
 
 
 class Credits:
@@ -277,12 +388,15 @@ class Credits:
             recent_history=[Entry.from_json(e) for e in data["recent_history"]],
         )
 
-    def history(self, limit: int = 50, offset: int = 0, *,
-                before_id: int | None = None) -> HistoryPage:
-        data = self._client.request("GET", "credits/history", params={
-            "limit": limit, "offset": offset, "before_id": before_id})
-        return HistoryPage(entries=[Entry.from_json(e) for e in data["entries"]],
-                           has_more=data["has_more"], next_before_id=data["next_before_id"])
+    def history(self, limit: int = 50, offset: int = 0, *, before_id: int | None = None) -> HistoryPage:
+        data = self._client.request(
+            "GET", "credits/history", params={"limit": limit, "offset": offset, "before_id": before_id}
+        )
+        return HistoryPage(
+            entries=[Entry.from_json(e) for e in data["entries"]],
+            has_more=data["has_more"],
+            next_before_id=data["next_before_id"],
+        )
 
     def iter(self, page_size: int = 100) -> Iterator[Entry]:
         """Every entry in the audit-trail window, newest first. Pages are cut by id, so
@@ -296,13 +410,22 @@ class Credits:
             before_id = page.next_before_id
 
     def estimate(self, operation: str, quantity: int) -> Estimate:
-        data = self._client.request("GET", "credits/estimate",
-                                    params={"operation": operation, "quantity": quantity})
+        data = self._client.request(
+            "GET", "credits/estimate", params={"operation": operation, "quantity": quantity}
+        )
         return Estimate(
-            operation=data["operation"], quantity=data["quantity"],
-            total_credits=data["total_credits"], credits_available=data["credits_available"],
+            operation=data["operation"],
+            quantity=data["quantity"],
+            total_credits=data["total_credits"],
+            credits_available=data["credits_available"],
             sufficient=data["sufficient"],
-            lots=[LotPlan(lot_id=lot["lot_id"], source=lot["source"],
-                          expires_at=_when(lot["expires_at"]), credits=lot["credits"])
-                  for lot in data["lots"]],
+            lots=[
+                LotPlan(
+                    lot_id=lot["lot_id"],
+                    source=lot["source"],
+                    expires_at=_when(lot["expires_at"]),
+                    credits=lot["credits"],
+                )
+                for lot in data["lots"]
+            ],
         )

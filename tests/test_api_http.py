@@ -17,12 +17,21 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 
-from billing.client import Client, InsufficientCreditsError, Job
+from billing.client import (
+    Client,
+    InsufficientCreditsError,
+    Job,
+    TallyError,
+    debit_item,
+    refund_item,
+    release_item,
+    settle_item,
+)
 from billing.models import ApiKey, Scope
 from ledger import postings
 from ledger.models import Entry
+from tests.close_helpers import database_url
 from tests.factories import make_org
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,22 +39,31 @@ HOST, PORT = "127.0.0.1", int(os.environ.get("API_TEST_PORT", "8161"))
 BASE_URL = f"http://{HOST}:{PORT}"
 
 
-def _database_url() -> str:
-    params = connection.settings_dict
-    user, host, port = params["USER"] or "postgres", params["HOST"] or "127.0.0.1", params["PORT"] or 5432
-    return f"postgres://{user}@{host}:{port}/{params['NAME']}"
-
-
 @pytest.fixture(scope="module")
 def gunicorn(django_db_setup, django_db_blocker) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    if connection.vendor != "postgresql":
-        pytest.skip("gunicorn tests share the PostgreSQL test database")
-    env = {**os.environ, "DATABASE_URL": _database_url(), "API_RATE_LIMIT": "0",
-           "DJANGO_SETTINGS_MODULE": "billing.settings"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "API_RATE_LIMIT": "0",
+        "DJANGO_SETTINGS_MODULE": "billing.settings",
+    }
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "billing.wsgi:application", "--workers", "4",
-         "--bind", f"{HOST}:{PORT}", "--log-level", "warning", "--backlog", "512"],
-        cwd=ROOT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "billing.wsgi:application",
+            "--workers",
+            "4",
+            "--bind",
+            f"{HOST}:{PORT}",
+            "--log-level",
+            "warning",
+            "--backlog",
+            "512",
+        ],
+        cwd=ROOT,
+        env=env,
     )
     try:
         deadline = time.monotonic() + 30
@@ -72,9 +90,16 @@ def gunicorn(django_db_setup, django_db_blocker) -> Iterator[str]:  # type: igno
 def post(path: str, key: str, body: dict[str, object], idempotency_key: str) -> tuple[int, dict[str, object]]:
     conn = http.client.HTTPConnection(HOST, PORT, timeout=60)
     try:
-        conn.request("POST", path, body=json.dumps(body), headers={
-            "Authorization": f"Bearer {key}", "Content-Type": "application/json",
-            "Idempotency-Key": idempotency_key})
+        conn.request(
+            "POST",
+            path,
+            body=json.dumps(body),
+            headers={
+                "Authorization": f"Bearer {key}",
+                "Content-Type": "application/json",
+                "Idempotency-Key": idempotency_key,
+            },
+        )
         response = conn.getresponse()
         return response.status, json.loads(response.read())
     finally:
@@ -87,15 +112,22 @@ def test_200_concurrent_debits_on_150_credits_give_150_successes_and_50_refusals
     _, key = ApiKey.issue(org, name="runner", scopes=[Scope.USAGE_WRITE])
 
     def debit(n: int) -> tuple[int, dict[str, object]]:
-        return post("/api/v1/debits", key, {"operation": "image_inference", "quantity": 1,
-                                            "job": {"external_id": f"img-{n}"}}, f"img-{n}")
+        return post(
+            "/api/v1/debits",
+            key,
+            {"operation": "image_inference", "quantity": 1, "job": {"external_id": f"img-{n}"}},
+            f"img-{n}",
+        )
 
     with ThreadPoolExecutor(max_workers=40) as pool:
         results = list(pool.map(debit, range(200)))
     assert collections.Counter(status for status, _ in results) == {201: 150, 402: 50}
     refusal = next(body for status, body in results if status == 402)["error"]
     assert (refusal["code"], refusal["required"], refusal["remaining"]) == (  # type: ignore[index]
-        "insufficient_credits", 1, 0)
+        "insufficient_credits",
+        1,
+        0,
+    )
     org.account.refresh_from_db()
     assert (org.account.balance, org.account.held) == (0, 0)
     assert Entry.objects.filter(account=org.account, kind="debit").count() == 150
@@ -109,8 +141,9 @@ def test_client_pages_through_the_whole_ledger_and_it_sums_to_the_balance(gunico
     org = make_org("professional", credits=20_000)
     _, key = ApiKey.issue(org, name="runner", scopes=[Scope.ACCOUNT_READ, Scope.USAGE_WRITE])
     for n in range(180):
-        postings.debit(org.account, 7 + n % 5, key=f"bulk-{n}", operation="image_inference",
-                       quantity=7 + n % 5)
+        postings.debit(
+            org.account, 7 + n % 5, key=f"bulk-{n}", operation="image_inference", quantity=7 + n % 5
+        )
     client = Client(gunicorn, key)
     job = Job("train-42", name="yolox", project="shelf-detector", user="ada", resource_class="a100")
     estimate = client.credits.estimate("training_a100_per_minute", quantity=30)
@@ -144,3 +177,31 @@ def test_client_pages_through_the_whole_ledger_and_it_sums_to_the_balance(gunico
     assert refused.value.required == 1_200_000
     assert refused.value.remaining == balance_before - 1
     assert refused.value.upgrade_url.endswith(f"/orgs/{org.slug}/billing/")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_client_posts_a_batch_each_item_answered_in_its_place(gunicorn) -> None:
+    org = make_org("professional", credits=1_000)
+    _, key = ApiKey.issue(org, name="runner", scopes=[Scope.ACCOUNT_READ, Scope.USAGE_WRITE])
+    client = Client(gunicorn, key)
+    hold = client.reserve("image_inference", amount=100, idempotency_key="h")
+    job = Job("render-1", project="catalog")
+    items = [
+        debit_item("image_generate_imagen_fast", 20, idempotency_key="b-1", job=job),  # 100
+        debit_item("training_h100_per_minute", 100, idempotency_key="b-2"),  # 12,000: refused
+        settle_item(hold.hold_id or 0, 60, idempotency_key="b-3"),
+        refund_item(job, 30, "image_refund", idempotency_key="b-4"),
+        release_item(hold.hold_id or 0, idempotency_key="b-5"),  # settled already
+    ]
+    first = client.batch(items)
+    assert [type(r).__name__ for r in first] == [
+        "Posting",
+        "InsufficientCreditsError",
+        "Posting",
+        "Posting",
+        "TallyError",
+    ]
+    assert isinstance(first[4], TallyError) and first[4].code == "hold_not_pending"
+    assert client.batch(items)[::2] == first[::2]  # a retry replays each posting
+    assert client.credits.balance().credits_remaining == 1_000 - 100 - 60 + 30
+    assert [(d.top_ups, d.credits_used) for d in client.usage(days=1)] == [(1_000, 130)]

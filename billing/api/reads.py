@@ -88,10 +88,11 @@ def balance(request: HttpRequest) -> dict[str, Any]:
     now = timezone.now()
     since = now - dt.timedelta(days=audit_window_days(org))
     subscription = org.plan_subscription
+    credits = postings.credits_now(account, now)  # lots past their expiry no longer count
     return {
-        "credits_remaining": account.balance,
-        "credits_available": account.available,
-        "credits_held": account.held,
+        "credits_remaining": credits.remaining,
+        "credits_available": credits.available,
+        "credits_held": credits.held,
         "credits_monthly_allowance": subscription.monthly_credits if subscription else None,
         "credits_reset_at": next_month_start(now, account.tzinfo),
         "unlimited": account.unlimited,
@@ -143,28 +144,32 @@ def usage(
     request: HttpRequest,
     days: int = Query(30, ge=1, le=366),  # type: ignore[type-arg]
 ) -> UsageOut:
-    """One row per day of the last ``days`` (the organization's days), oldest first;
-    ``balance`` is the end-of-day balance."""
-    account = organization(request).account
+    """One row per day of the last ``days`` (the organization's days), oldest first, no
+    further back than the plan's audit-trail window; ``balance`` is the end-of-day balance,
+    ``credits_used`` is debits less refunds plus expired credits and negative adjustments,
+    so each row's ``balance`` is the previous row's plus ``top_ups`` less ``credits_used``."""
+    org = organization(request)
+    account = org.account
     today = account.local_date(timezone.now())
-    start = today - dt.timedelta(days=days - 1)
+    start = today - dt.timedelta(days=min(days, audit_window_days(org)) - 1)
     rollups = {r.date: r for r in DailyRollup.objects.filter(account=account, date__gte=start)}
     before = DailyRollup.objects.filter(account=account, date__lt=start).order_by("-date").first()
     carried = before.balance if before else 0
     rows = []
-    for offset in range(days):
+    for offset in range((today - start).days + 1):
         day = start + dt.timedelta(days=offset)
-        rollup = rollups.get(day)
-        if rollup is not None:
-            carried = rollup.balance
+        rollup = rollups.get(day) or DailyRollup(date=day, balance=carried)
+        carried = rollup.balance
         rows.append(
             UsageDayOut(
                 date=day,
-                top_ups=rollup.top_ups if rollup else 0,
-                credits_used=rollup.credits_used if rollup else 0,
-                refunds=rollup.refunds if rollup else 0,
-                expired=rollup.expired if rollup else 0,
-                balance=carried,
+                top_ups=rollup.top_ups,
+                credits_used=rollup.credits_used,
+                debits=rollup.debits,
+                refunds=rollup.refunds,
+                expired=rollup.expired,
+                adjustments=rollup.adjustments,
+                balance=rollup.balance,
             )
         )
     return UsageOut(days=rows)

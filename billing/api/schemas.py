@@ -117,11 +117,13 @@ class EstimateOut(Schema):
 
 class UsageDayOut(Schema):
     date: dt.date
-    top_ups: int
-    credits_used: int
+    top_ups: int = Field(description="Credits added: renewals, packs, promotions, positive adjustments.")
+    credits_used: int = Field(description="debits - refunds + expired + adjustments.")
+    debits: int
     refunds: int
     expired: int
-    balance: int
+    adjustments: int = Field(description="Negative adjustments, as a positive figure.")
+    balance: int = Field(description="The balance at the end of the day.")
 
 
 class UsageOut(Schema):

@@ -31,7 +31,9 @@ class Command(BaseCommand):
                 raise CommandError(f"No organization {options['org']!r}.")
         for org in orgs:
             if through is not None and through >= current_period(now, org.tzinfo):
-                raise CommandError(f"{through:%Y-%m} has not ended yet for {org.slug} ({org.account.time_zone}).")
+                raise CommandError(
+                    f"{through:%Y-%m} has not ended yet for {org.slug} ({org.account.time_zone})."
+                )
             results = closing.close_organization(org, now, through=through)
             for result in results:
                 statement = result.statement

@@ -57,6 +57,9 @@ chromium:
 # PostgreSQL, and stops it once Ctrl-C has stopped web, worker and scheduler.
 # (SERVE, not $(MAKE) itself, in the recipe: `make -n run` then starts no server.)
 SERVE = $(MAKE) --no-print-directory serve
+# The demo and the benches serve plain HTTP on this machine, with the offline test checkout:
+# both are refused with DEBUG off unless asked for (README, "Security settings").
+PLAIN_HTTP_DEMO = ALLOW_PLAIN_HTTP=1 ALLOW_LOCAL_PAYMENTS=1
 run: venv
 ifdef DATABASE_URL
 	$(SERVE)
@@ -69,7 +72,7 @@ serve: venv
 	$(BIN)/python manage.py seed_demo
 	@echo
 	@echo "Tally is starting at http://127.0.0.1:$(PORT)/  (Ctrl-C stops web, worker and scheduler$(if $(EMBEDDED),$(comma) then PostgreSQL))"
-	PORT=$(PORT) SITE_URL=$${SITE_URL:-http://127.0.0.1:$(PORT)} $(BIN)/honcho start -f Procfile
+	PORT=$(PORT) SITE_URL=$${SITE_URL:-http://127.0.0.1:$(PORT)} $(PLAIN_HTTP_DEMO) $(BIN)/honcho start -f Procfile
 
 lint: venv
 	$(BIN)/ruff check .
@@ -87,7 +90,7 @@ test: venv services chromium lint
 	fi
 
 bench: venv machine-postgres services
-	DATABASE_URL=$(PG_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m bench
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(TEST_REDIS_URL) $(PLAIN_HTTP_DEMO) $(BIN)/python -m bench
 
 clean:
 	-test ! -x $(BIN)/python || $(EMBEDDED_PG) stop

@@ -6,7 +6,8 @@ enqueues nothing). The task locks the account, compares the state with the credi
 available *now* and emails the managers once per crossing: "low credits" when they fall
 below (again at most once a period while they stay below), "credits restored" when a
 top-up lifts them back above. Because the task looks at the committed state, a month
-close that expires credits and renews them in one transaction sends nothing.
+close that expires credits and renews them in one transaction sends nothing. A threshold
+is also evaluated as it is set, so one that credits are already below says so at once.
 """
 
 from __future__ import annotations
@@ -68,6 +69,33 @@ def _notify_while_thresholds(sender: Any, instance: AlertThreshold, **kwargs: An
     if org is not None:
         watched = AlertThreshold.objects.filter(organization_id=instance.organization_id).exists()
         Account.objects.filter(pk=org["account_id"]).update(notify=watched)
+
+
+# What ``evaluate`` itself saves: a threshold's state, not what it is set to.
+_STATE_FIELDS = frozenset({"below", "last_alerted_at", "last_alert_period"})
+
+
+@receiver(post_save, sender=AlertThreshold, dispatch_uid="billing.alerts.evaluate_when_set")
+def _evaluate_when_set(
+    sender: Any, instance: AlertThreshold, update_fields: Any = None, **kwargs: Any
+) -> None:
+    """A threshold is evaluated when it is set, not at the next posting: one added while
+    credits are already below it says so and emails the managers at once. In this process
+    (the send_credit_alerts task's work, not enqueued), so the page it returns to is current;
+    once the save commits, so a rolled-back one sends nothing."""
+    if update_fields is not None and frozenset(update_fields) <= _STATE_FIELDS:
+        return
+    account_id = (
+        Organization.objects.filter(pk=instance.organization_id).values_list("account_id", flat=True).first()
+    )
+    if account_id is not None:
+        transaction.on_commit(functools.partial(_evaluate_now, account_id))
+
+
+def _evaluate_now(account_id: int) -> None:
+    from billing.tasks import send_credit_alerts
+
+    send_credit_alerts(account_id)
 
 
 @receiver(credits_changed, dispatch_uid="billing.alerts.credits_changed")
@@ -147,8 +175,11 @@ def send_alert(alert: Alert) -> bool:
         return False
     site = settings.SITE_URL.rstrip("/")
     context = {
-        "org": org, "threshold": alert.threshold, "level": alert.level,
-        "available": alert.available, "billing_url": site + reverse("billing", args=[org.slug]),
+        "org": org,
+        "threshold": alert.threshold,
+        "level": alert.level,
+        "available": alert.available,
+        "billing_url": site + reverse("billing", args=[org.slug]),
         "alerts_url": site + reverse("alerts", args=[org.slug]),
     }
     name = str(alert.notice)

@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -21,7 +21,15 @@ from billing.payments import PaymentError, PaymentProvider, get_provider
 from ledger import postings
 from ledger.models import LotSource
 
-__all__ = ["PurchaseStatus", "PackNotForSale", "PurchaseClosed", "start", "fulfil", "close_unpaid"]
+__all__ = [
+    "PurchaseStatus",
+    "PackNotForSale",
+    "PurchaseClosed",
+    "PaymentAlreadyUsed",
+    "start",
+    "fulfil",
+    "close_unpaid",
+]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +40,10 @@ class PackNotForSale(Exception):
 
 class PurchaseClosed(Exception):
     """The purchase failed or was cancelled; a payment for it credits nothing."""
+
+
+class PaymentAlreadyUsed(Exception):
+    """The payment already paid another purchase; it credits nothing a second time."""
 
 
 def start(
@@ -49,8 +61,13 @@ def start(
         raise PackNotForSale(f"{pack.name} is arranged with our sales team.")
     provider = provider or get_provider()
     purchase = Purchase.objects.create(
-        organization=org, pack=pack, buyer=buyer, credits=pack.credits,
-        price_cents=pack.price_cents, currency=pack.currency, provider=provider.name,
+        organization=org,
+        pack=pack,
+        buyer=buyer,
+        credits=pack.credits,
+        price_cents=pack.price_cents,
+        currency=pack.currency,
+        provider=provider.name,
     )
     base = site_url.rstrip("/")
     try:
@@ -71,7 +88,8 @@ def start(
 def fulfil(purchase: Purchase, *, payment_id: str, now: dt.datetime | None = None) -> Purchase:
     """The provider reports ``payment_id`` paid this purchase: credit its pack as a
     never-expiring purchase lot and mark it paid, once. A replay returns the paid purchase;
-    a failed or cancelled purchase raises ``PurchaseClosed`` and credits nothing."""
+    a failed or cancelled purchase raises ``PurchaseClosed``, and a payment that paid another
+    purchase ``PaymentAlreadyUsed``, and neither credits anything."""
     now = now or timezone.now()
     with transaction.atomic():
         locked = Purchase.objects.select_for_update().get(pk=purchase.pk)
@@ -79,17 +97,33 @@ def fulfil(purchase: Purchase, *, payment_id: str, now: dt.datetime | None = Non
             return locked
         if locked.status != PurchaseStatus.PENDING:
             raise PurchaseClosed(f"Purchase {locked.pk} is {locked.status}; payment {payment_id} ignored.")
+        other = Purchase.objects.filter(provider_payment_id=payment_id).values_list("pk", flat=True).first()
+        if other is not None:
+            raise PaymentAlreadyUsed(
+                f"Payment {payment_id} already paid purchase {other}; purchase {locked.pk} is not credited."
+            )
         pack = CreditPack.objects.get(pk=locked.pack_id)
         account = Organization.objects.select_related("account").get(pk=locked.organization_id).account
-        postings.post_top_up(
-            account, locked.credits, key=f"purchase:{locked.provider}:{payment_id}",
-            source=LotSource.PURCHASE, operation=pack.operation,
-            memo=f"{pack.name}, payment {payment_id}", now=now,
-        )
         locked.status = PurchaseStatus.PAID
         locked.provider_payment_id = payment_id
         locked.paid_at = now
-        locked.save(update_fields=["status", "provider_payment_id", "paid_at"])
+        try:
+            postings.post_top_up(
+                account,
+                locked.credits,
+                key=f"purchase:{locked.provider}:{payment_id}",
+                source=LotSource.PURCHASE,
+                operation=pack.operation,
+                memo=f"{pack.name}, payment {payment_id}",
+                now=now,
+            )
+            locked.save(update_fields=["status", "provider_payment_id", "paid_at"])
+        except (IntegrityError, postings.IdempotencyConflict) as exc:
+            # Another purchase took this payment id since the check above (the column is
+            # unique, and so is the top-up's key); the exception rolls this top-up back.
+            raise PaymentAlreadyUsed(
+                f"Payment {payment_id} already paid another purchase; purchase {locked.pk} is not credited."
+            ) from exc
     log.info("purchase %s paid by %s: %s credits", locked.pk, payment_id, locked.credits)
     return locked
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import dj_database_url
+from django.utils.csp import CSP
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("TALLY_VAR_DIR", BASE_DIR / "var"))
@@ -25,7 +26,8 @@ def envlist(name: str, default: str) -> list[str]:
 
 
 DEBUG = envbool("DEBUG", False)
-SECRET_KEY = os.environ.get("SECRET_KEY", "tally-insecure-development-key-change-me-in-production")
+# The development default starts with "django-insecure-" so that `check --deploy` names it.
+SECRET_KEY = os.environ.get("SECRET_KEY", "django-insecure-tally-development-key-change-me-in-production")
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
 SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000")
@@ -47,6 +49,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -69,6 +72,7 @@ TEMPLATES = [
         "OPTIONS": {
             "context_processors": [
                 "django.template.context_processors.request",
+                "django.template.context_processors.csp",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "billing.context_processors.organization_menu",
@@ -136,10 +140,58 @@ MAILERS: dict[str, dict[str, object]] = {
 if os.environ.get("EMAIL_FILE_PATH"):
     # With the file-based backend each email is written to a file in this directory.
     MAILERS["default"]["OPTIONS"] = {"file_path": os.environ["EMAIL_FILE_PATH"]}
+elif os.environ.get("EMAIL_HOST"):
+    # With the SMTP backend: the relay, reached with STARTTLS unless EMAIL_USE_TLS=0.
+    MAILERS["default"]["OPTIONS"] = {
+        "host": os.environ["EMAIL_HOST"],
+        "port": envint("EMAIL_PORT", 587),
+        "username": os.environ.get("EMAIL_HOST_USER", ""),
+        "password": os.environ.get("EMAIL_HOST_PASSWORD", ""),
+        "use_tls": envbool("EMAIL_USE_TLS", True),
+    }
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Tally <billing@tally.localhost>")
 
-SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = envbool("SECURE_COOKIES", False)
+# HTTPS. With DEBUG off every request is redirected to HTTPS, browsers are told to use
+# nothing else (HSTS) and the session and CSRF cookies are sent over HTTPS only. Only an
+# explicit ALLOW_PLAIN_HTTP=1 turns that off, for a server on plain HTTP: `make run`, the
+# benches and the tests (tests/conftest.py).
+ALLOW_PLAIN_HTTP = envbool("ALLOW_PLAIN_HTTP", DEBUG)
+SECURE_SSL_REDIRECT = not ALLOW_PLAIN_HTTP
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = not ALLOW_PLAIN_HTTP
+SECURE_HSTS_SECONDS = 0 if ALLOW_PLAIN_HTTP else envint("SECURE_HSTS_SECONDS", 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", True)
+if os.environ.get("SECURE_PROXY_SSL_HEADER"):
+    # Behind a proxy that ends TLS: the header it sets to "https" (and strips from clients),
+    # e.g. X-Forwarded-Proto. Without it every request would look like plain HTTP.
+    _proxy_header = os.environ["SECURE_PROXY_SSL_HEADER"].upper().replace("-", "_")
+    SECURE_PROXY_SSL_HEADER = (f"HTTP_{_proxy_header}", "https")
 SESSION_COOKIE_HTTPONLY = True
+# Django's defaults, named here so the security settings are read in one place.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+# Content Security Policy, on every response: scripts and style sheets from Tally's own
+# origin or carrying the response's nonce (templates write it with {% csp_nonce_attr %}).
+# Style attributes stay allowed: the gauges set their width in one, and an attribute cannot
+# load anything or run script. The 500 page is rendered without a request, so without a
+# nonce: its inline style is allowed by its hash (tests/test_security.py recomputes it).
+ERROR_PAGE_STYLE_HASH = "'sha256-PCsLnv+g6hgSrD860U3kee6EVOH3fOpJRXwHgv8sm3k='"
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF, CSP.NONCE, ERROR_PAGE_STYLE_HASH],
+    "style-src-attr": [CSP.UNSAFE_INLINE],
+    "img-src": [CSP.SELF, "data:"],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    # A pack bought with Stripe is a form posted to Tally that redirects to Stripe Checkout.
+    "form-action": [CSP.SELF, "https://checkout.stripe.com"],
+    "frame-ancestors": [CSP.NONE],
+}
 
 # Celery: Redis when REDIS_URL is set; otherwise an embedded file-system broker, so
 # `make run` needs no server. Tasks are JSON, time-limited and acknowledged late.
@@ -192,6 +244,9 @@ API_RATE_WINDOW = envint("API_RATE_WINDOW", 60)
 
 # Payments: "local" is the offline test checkout; "stripe" uses Stripe Checkout.
 PAYMENT_PROVIDER = os.environ.get("PAYMENT_PROVIDER", "local")
+# The local checkout credits a pack for nothing: with DEBUG off the web server refuses to
+# start on it unless this says it is wanted (billing.payments.refuse_unsafe_provider).
+ALLOW_LOCAL_PAYMENTS = envbool("ALLOW_LOCAL_PAYMENTS", DEBUG)
 STRIPE_API_KEY = os.environ.get("STRIPE_API_KEY", "")
 STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
 STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "")

@@ -4,7 +4,7 @@ new entry through ``postings.adjust``, never an edit."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -45,13 +45,13 @@ class AccountForm(forms.ModelForm):  # type: ignore[type-arg]
             self.add_error("adjust_memo", "Say why the balance is adjusted.")
         return data
 
-    def _post_clean(self) -> None:
+    def full_clean(self) -> None:
         """Once the rest of the form is valid, post the adjustment: the ledger alone decides
         whether it can be made, and its refusal (more than the available credits, say) is
         this field's error. The admin saves in one transaction, so the entry commits with
         the account's settings or not at all."""
-        super()._post_clean()
-        amount = self.cleaned_data.get("adjust_by")
+        super().full_clean()
+        amount = getattr(self, "cleaned_data", {}).get("adjust_by")
         if not amount or self.errors:
             return
         try:
@@ -79,12 +79,12 @@ class AccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return False
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
-        form = super().get_form(request, obj, change, **kwargs)
+        form = cast(type[AccountForm], super().get_form(request, obj, change, **kwargs))
         form.staff = str(request.user)  # a class made for this request
         return form
 
     def save_model(self, request: HttpRequest, obj: Account, form: Any, change: bool) -> None:
-        # The adjustment was posted as the form validated (AccountForm._post_clean).
+        # The adjustment was posted as the form validated (AccountForm.full_clean).
         if form.receipt is not None:
             amount = form.cleaned_data["adjust_by"]
             messages.success(request, f"Posted an adjustment of {amount:+d}; balance {form.receipt.balance}.")

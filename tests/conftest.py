@@ -7,11 +7,31 @@ import os
 
 import pytest
 from django.test import Client
+from django.test.utils import override_settings
 
 from billing.models import Organization, Role
 from tests.factories import make_org, make_user
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API in tests
+
+# The tests serve plain HTTP (the test client, the live server, and the gunicorn and Celery
+# processes some of them start) and buy packs through the offline test checkout, as `make
+# run` does: both need saying so with DEBUG off. pytest-django loads the settings before this
+# file, so the environment is for the processes the tests start, and pytest_configure gives
+# the loaded settings the values these two variables stand for (billing/settings.py).
+os.environ.setdefault("ALLOW_PLAIN_HTTP", "1")
+os.environ.setdefault("ALLOW_LOCAL_PAYMENTS", "1")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    override_settings(
+        ALLOW_PLAIN_HTTP=True,
+        SECURE_SSL_REDIRECT=False,
+        SESSION_COOKIE_SECURE=False,
+        CSRF_COOKIE_SECURE=False,
+        SECURE_HSTS_SECONDS=0,
+        ALLOW_LOCAL_PAYMENTS=True,
+    ).enable()
 
 
 @pytest.fixture
@@ -73,8 +93,15 @@ def browser():  # type: ignore[no-untyped-def]
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         yield browser
         browser.close()
@@ -82,8 +109,9 @@ def browser():  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def page(browser, live_server):  # type: ignore[no-untyped-def]
-    context = browser.new_context(base_url=live_server.url, accept_downloads=True,
-                                  viewport={"width": 1280, "height": 900})
+    context = browser.new_context(
+        base_url=live_server.url, accept_downloads=True, viewport={"width": 1280, "height": 900}
+    )
     page = context.new_page()
     page.set_default_timeout(15_000)
     yield page

@@ -24,8 +24,9 @@ def staff_client() -> Client:
 
 def _adjust(client: Client, account: Account, amount: str, memo: str):  # type: ignore[no-untyped-def]
     url = reverse("admin:ledger_account_change", args=[account.pk])
-    return client.post(url, {"time_zone": account.time_zone, "adjust_by": amount, "adjust_memo": memo},
-                       follow=True)
+    return client.post(
+        url, {"time_zone": account.time_zone, "adjust_by": amount, "adjust_memo": memo}, follow=True
+    )
 
 
 def test_a_manual_adjustment_in_the_admin_is_posted_as_an_entry(staff_client, org) -> None:
@@ -37,8 +38,14 @@ def test_a_manual_adjustment_in_the_admin_is_posted_as_an_entry(staff_client, or
     assert (entry.kind, entry.amount, entry.balance_after) == (EntryKind.ADJUSTMENT, -300, 4_700)
     assert entry.memo.startswith("Duplicate pack refunded by card")
     # The earlier entries are exactly as they were.
-    assert list(Entry.objects.filter(account=org.account, id__lte=before[-1][0])
-                .values_list("id", "amount", "balance_after")) == before
+    assert (
+        list(
+            Entry.objects.filter(account=org.account, id__lte=before[-1][0]).values_list(
+                "id", "amount", "balance_after"
+            )
+        )
+        == before
+    )
     org.account.refresh_from_db()
     assert org.account.balance == 4_700
 
@@ -48,6 +55,25 @@ def test_an_adjustment_needs_a_reason_and_changes_nothing_without_one(staff_clie
     response = _adjust(staff_client, org.account, "500", "")
     assert "Say why the balance is adjusted." in response.text
     assert Entry.objects.count() == count
+
+
+def test_an_adjustment_beyond_the_available_credits_is_a_form_error(staff_client, org) -> None:
+    postings.reserve(org.account, 1_000, key="running-job", operation="training_a10g_per_minute")
+    entries = Entry.objects.count()
+    url = reverse("admin:ledger_account_change", args=[org.account.pk])
+    response = staff_client.post(
+        url, {"time_zone": "Europe/Berlin", "adjust_by": "-4500", "adjust_memo": "Chargeback"}
+    )
+    # 5,000 credits, 1,000 of them held: the ledger refuses, and the form says why.
+    assert response.status_code == 200
+    assert "This needs 4500 credits; 4000 are available." in response.text
+    assert "Please correct the error below." in response.text
+    assert Entry.objects.count() == entries
+    org.account.refresh_from_db()
+    assert (org.account.balance, org.account.held, org.account.time_zone) == (5_000, 1_000, "UTC")
+    # Within the available credits the same form posts it.
+    response = _adjust(staff_client, org.account, "-4000", "Chargeback")
+    assert "Posted an adjustment of -4000; balance 1000." in response.text
 
 
 def test_entries_cannot_be_edited_or_deleted_in_the_admin(staff_client, org) -> None:
@@ -61,11 +87,24 @@ def test_entries_cannot_be_edited_or_deleted_in_the_admin(staff_client, org) -> 
 
 def _edit_plan(client: Client, plan: Plan, monthly_credits: str):  # type: ignore[no-untyped-def]
     url = reverse("admin:billing_plan_change", args=[plan.pk])
-    form = {field: getattr(plan, field) for field in (
-        "slug", "name", "monthly_fee_cents", "currency", "rollover_months", "audit_window_days",
-        "sort_order")}
-    form |= {"monthly_credits": monthly_credits, "storage_limit_gb": plan.storage_limit_gb or "",
-             "deployments_limit": plan.deployments_limit or "", "seats_limit": plan.seats_limit or ""}
+    form = {
+        field: getattr(plan, field)
+        for field in (
+            "slug",
+            "name",
+            "monthly_fee_cents",
+            "currency",
+            "rollover_months",
+            "audit_window_days",
+            "sort_order",
+        )
+    }
+    form |= {
+        "monthly_credits": monthly_credits,
+        "storage_limit_gb": plan.storage_limit_gb or "",
+        "deployments_limit": plan.deployments_limit or "",
+        "seats_limit": plan.seats_limit or "",
+    }
     response = client.post(url, form, follow=True)
     assert response.status_code == 200 and "was changed successfully" in response.text, response.text[:2000]
 

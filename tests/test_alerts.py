@@ -45,7 +45,9 @@ def test_manager_adds_and_removes_thresholds(manager_client: Client, org: Organi
     assert "2,000" in response.text  # 20% of the Standard plan's 10,000 credits
     manager_client.post(url, {"kind": "absolute", "value": "500"})
     assert list(org.alert_thresholds.order_by("kind").values_list("kind", "value")) == [
-        ("absolute", 500), ("percent", 20)]
+        ("absolute", 500),
+        ("percent", 20),
+    ]
     threshold = org.alert_thresholds.get(kind=AlertKind.ABSOLUTE)
     response = manager_client.post(reverse("delete_alert", args=[org.slug, threshold.pk]), follow=True)
     assert "Alert removed: below 500 credits." in response.text
@@ -67,8 +69,10 @@ def test_invalid_thresholds_are_refused(manager_client: Client, org: Organizatio
 def test_member_cannot_open_or_change_alerts(member_client: Client, org: Organization) -> None:
     threshold = AlertThreshold.objects.create(organization=org, kind=AlertKind.ABSOLUTE, value=10)
     assert member_client.get(reverse("alerts", args=[org.slug])).status_code == 403
-    assert member_client.post(reverse("alerts", args=[org.slug]),
-                              {"kind": "absolute", "value": "5"}).status_code == 403
+    assert (
+        member_client.post(reverse("alerts", args=[org.slug]), {"kind": "absolute", "value": "5"}).status_code
+        == 403
+    )
     assert member_client.post(reverse("delete_alert", args=[org.slug, threshold.pk])).status_code == 403
     assert org.alert_thresholds.count() == 1
 
@@ -86,8 +90,9 @@ def test_alerts_page_wrong_method_and_anonymous(manager_client: Client, org: Org
     assert Client().get(reverse("alerts", args=[org.slug])).status_code == 302
 
 
-def test_profile_menu_links_alerts_for_managers_only(manager_client: Client, member_client: Client,
-                                                      org: Organization) -> None:
+def test_profile_menu_links_alerts_for_managers_only(
+    manager_client: Client, member_client: Client, org: Organization
+) -> None:
     link = f'href="{reverse("alerts", args=[org.slug])}"'
     assert link in manager_client.get(reverse("organization", args=[org.slug])).text
     assert link not in member_client.get(reverse("organization", args=[org.slug])).text
@@ -97,7 +102,11 @@ def test_profile_menu_links_alerts_for_managers_only(manager_client: Client, mem
 
 
 def test_crossing_down_emails_the_managers_once_and_a_top_up_restores(
-    eager_tasks: None, org: Organization, manager, member, django_capture_on_commit_callbacks  # type: ignore[no-untyped-def]
+    eager_tasks: None,
+    org: Organization,
+    manager,
+    member,
+    django_capture_on_commit_callbacks,  # type: ignore[no-untyped-def]
 ) -> None:
     second_manager = make_user(org, Role.MANAGER)
     AlertThreshold.objects.create(organization=org, kind=AlertKind.ABSOLUTE, value=1_000)
@@ -125,8 +134,38 @@ def test_crossing_down_emails_the_managers_once_and_a_top_up_restores(
     assert not AlertThreshold.objects.get(organization=org).below
 
 
+def test_an_alert_set_below_the_credits_already_is_evaluated_when_saved(
+    manager_client: Client,
+    org: Organization,
+    manager,
+    django_capture_on_commit_callbacks,  # type: ignore[no-untyped-def]
+) -> None:
+    _debit(org, 4_500, "before-the-alert")  # 500 available; no threshold yet, so no email
+    url = reverse("alerts", args=[org.slug])
+    with django_capture_on_commit_callbacks(execute=True):
+        response = manager_client.post(url, {"kind": "absolute", "value": "1000"})
+    assert response.status_code == 302
+    assert "Below now" in manager_client.get(response["Location"]).text
+    assert len(mail.outbox) == 1
+    assert mail.outbox[0].to == [manager.email]
+    assert "is low on credits: 500 available (below 1,000)" in mail.outbox[0].subject
+    threshold = AlertThreshold.objects.get(organization=org)
+    assert threshold.below and threshold.last_alerted_at is not None
+    with django_capture_on_commit_callbacks(execute=True):
+        _debit(org, 100, "still-below")  # the same crossing: no second email
+    assert len(mail.outbox) == 1
+    # One set above the credits available is evaluated too, and says so.
+    with django_capture_on_commit_callbacks(execute=True):
+        manager_client.post(url, {"kind": "absolute", "value": "100"})
+    assert not AlertThreshold.objects.get(organization=org, value=100).below
+    assert len(mail.outbox) == 1
+
+
 def test_percent_threshold_uses_the_plan_allowance(
-    eager_tasks: None, org: Organization, manager, django_capture_on_commit_callbacks  # type: ignore[no-untyped-def]
+    eager_tasks: None,
+    org: Organization,
+    manager,
+    django_capture_on_commit_callbacks,  # type: ignore[no-untyped-def]
 ) -> None:
     AlertThreshold.objects.create(organization=org, kind=AlertKind.PERCENT, value=45)  # 4,500
     with django_capture_on_commit_callbacks(execute=True):
@@ -139,7 +178,10 @@ def test_percent_threshold_uses_the_plan_allowance(
 
 
 def test_a_hold_that_takes_available_below_a_threshold_emails_the_managers(
-    eager_tasks: None, org: Organization, manager, django_capture_on_commit_callbacks  # type: ignore[no-untyped-def]
+    eager_tasks: None,
+    org: Organization,
+    manager,
+    django_capture_on_commit_callbacks,  # type: ignore[no-untyped-def]
 ) -> None:
     AlertThreshold.objects.create(organization=org, kind=AlertKind.ABSOLUTE, value=1_000)
     with django_capture_on_commit_callbacks(execute=True):
@@ -149,11 +191,13 @@ def test_a_hold_that_takes_available_below_a_threshold_emails_the_managers(
 
 
 def test_a_rolled_back_debit_sends_nothing(
-    eager_tasks: None, org: Organization, manager, django_capture_on_commit_callbacks  # type: ignore[no-untyped-def]
+    eager_tasks: None,
+    org: Organization,
+    manager,
+    django_capture_on_commit_callbacks,  # type: ignore[no-untyped-def]
 ) -> None:
     AlertThreshold.objects.create(organization=org, kind=AlertKind.ABSOLUTE, value=1_000)
-    with (django_capture_on_commit_callbacks(execute=True), pytest.raises(RuntimeError),
-          transaction.atomic()):
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(RuntimeError), transaction.atomic():
         _debit(org, 4_500, "rolled-back")
         raise RuntimeError("the job runner's request failed after the debit")
     assert mail.outbox == []
@@ -163,7 +207,9 @@ def test_a_rolled_back_debit_sends_nothing(
 
 
 def test_month_close_that_expires_and_renews_sends_nothing(
-    eager_tasks: None, manager, django_capture_on_commit_callbacks  # type: ignore[no-untyped-def]
+    eager_tasks: None,
+    manager,
+    django_capture_on_commit_callbacks,  # type: ignore[no-untyped-def]
 ) -> None:
     org = make_org("standard")
     make_user(org, Role.MANAGER)
@@ -179,7 +225,8 @@ def test_month_close_that_expires_and_renews_sends_nothing(
 def test_sign_in_and_set_an_alert_through_the_form(org: Organization, manager) -> None:  # type: ignore[no-untyped-def]
     client = Client()
     client.post(reverse("login"), {"username": manager.username, "password": PASSWORD})
-    response = client.post(reverse("alerts", args=[org.slug]), {"kind": "absolute", "value": "250"},
-                           follow=True)
+    response = client.post(
+        reverse("alerts", args=[org.slug]), {"kind": "absolute", "value": "250"}, follow=True
+    )
     assert response.status_code == 200
     assert 'data-testid="alert-thresholds"' in response.text and "250 credits" in response.text

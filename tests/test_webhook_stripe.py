@@ -37,26 +37,40 @@ def stripe_settings(settings):  # type: ignore[no-untyped-def]
 def stripe_purchase(org: Organization, pack: str = "standard", session_id: str = SESSION_ID) -> Purchase:
     credit_pack = CreditPack.objects.get(slug=pack)
     return Purchase.objects.create(
-        organization=org, pack=credit_pack, credits=credit_pack.credits or 0,
-        price_cents=credit_pack.price_cents or 0, currency=credit_pack.currency,
-        provider="stripe", provider_session_id=session_id,
+        organization=org,
+        pack=credit_pack,
+        credits=credit_pack.credits or 0,
+        price_cents=credit_pack.price_cents or 0,
+        currency=credit_pack.currency,
+        provider="stripe",
+        provider_session_id=session_id,
     )
 
 
-def session_event(purchase: Purchase, kind: str = "checkout.session.completed",
-                  payment_status: str = "paid") -> bytes:
+def session_event(
+    purchase: Purchase, kind: str = "checkout.session.completed", payment_status: str = "paid"
+) -> bytes:
     event = {
-        "id": "evt_1QabcdEFghIJklMN", "object": "event", "api_version": "2025-09-30.clover",
-        "created": int(time.time()), "livemode": False, "type": kind,
-        "data": {"object": {
-            "id": purchase.provider_session_id, "object": "checkout.session",
-            "amount_total": purchase.price_cents, "currency": purchase.currency.lower(),
-            "client_reference_id": str(purchase.pk), "mode": "payment",
-            "metadata": {"purchase_id": str(purchase.pk), "organization": purchase.organization.slug},
-            "payment_intent": PAYMENT_ID if payment_status == "paid" else None,
-            "payment_status": payment_status,
-            "status": "complete" if kind == "checkout.session.completed" else "expired",
-        }},
+        "id": "evt_1QabcdEFghIJklMN",
+        "object": "event",
+        "api_version": "2025-09-30.clover",
+        "created": int(time.time()),
+        "livemode": False,
+        "type": kind,
+        "data": {
+            "object": {
+                "id": purchase.provider_session_id,
+                "object": "checkout.session",
+                "amount_total": purchase.price_cents,
+                "currency": purchase.currency.lower(),
+                "client_reference_id": str(purchase.pk),
+                "mode": "payment",
+                "metadata": {"purchase_id": str(purchase.pk), "organization": purchase.organization.slug},
+                "payment_intent": PAYMENT_ID if payment_status == "paid" else None,
+                "payment_status": payment_status,
+                "status": "complete" if kind == "checkout.session.completed" else "expired",
+            }
+        },
     }
     return json.dumps(event).encode()
 
@@ -69,8 +83,12 @@ def sign(body: bytes, secret: str = SECRET, timestamp: int | None = None) -> str
 
 
 def deliver(client: Client, body: bytes, signature: str):  # type: ignore[no-untyped-def]
-    return client.post(reverse("stripe_webhook"), data=body, content_type="application/json",
-                       headers={"Stripe-Signature": signature})
+    return client.post(
+        reverse("stripe_webhook"),
+        data=body,
+        content_type="application/json",
+        headers={"Stripe-Signature": signature},
+    )
 
 
 def pack_entries(org: Organization) -> int:
@@ -83,6 +101,7 @@ def balance(org: Organization) -> int:
 
 
 # --- Signature verification ------------------------------------------------------------
+
 
 @pytest.mark.django_db
 def test_signed_completed_session_credits_the_pack(org) -> None:
@@ -146,10 +165,16 @@ def test_tampered_body_is_refused_and_changes_nothing(org) -> None:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("signature", [
-    "", "garbage", "t=abc,v1=00", lambda b: sign(b, secret="whsec_someone_else"),
-    lambda b: sign(b).replace("v1=", "v0="),
-])
+@pytest.mark.parametrize(
+    "signature",
+    [
+        "",
+        "garbage",
+        "t=abc,v1=00",
+        lambda b: sign(b, secret="whsec_someone_else"),
+        lambda b: sign(b).replace("v1=", "v0="),
+    ],
+)
 def test_bad_signature_is_refused_and_changes_nothing(org, signature: Any) -> None:
     purchase = stripe_purchase(org)
     body = session_event(purchase)
@@ -198,11 +223,15 @@ def test_webhook_needs_no_csrf_token(org) -> None:
 
 # --- Failure and expiry ------------------------------------------------------------------
 
+
 @pytest.mark.django_db
-@pytest.mark.parametrize(("kind", "status"), [
-    ("checkout.session.expired", PurchaseStatus.CANCELLED),
-    ("checkout.session.async_payment_failed", PurchaseStatus.FAILED),
-])
+@pytest.mark.parametrize(
+    ("kind", "status"),
+    [
+        ("checkout.session.expired", PurchaseStatus.CANCELLED),
+        ("checkout.session.async_payment_failed", PurchaseStatus.FAILED),
+    ],
+)
 def test_failed_or_expired_checkout_credits_nothing(org, kind: str, status: PurchaseStatus) -> None:
     purchase = stripe_purchase(org)
     body = session_event(purchase, kind=kind, payment_status="unpaid")
@@ -242,15 +271,116 @@ def test_expiry_after_payment_keeps_the_purchase_paid(org) -> None:
 @pytest.mark.django_db
 def test_event_for_an_unknown_session_is_acknowledged_and_ignored(org) -> None:
     purchase = stripe_purchase(org)
-    body = session_event(purchase).replace(SESSION_ID.encode(), b"cs_test_from_another_app").replace(
-        f'"client_reference_id": "{purchase.pk}"'.encode(), b'"client_reference_id": null')
+    body = (
+        session_event(purchase)
+        .replace(SESSION_ID.encode(), b"cs_test_from_another_app")
+        .replace(f'"client_reference_id": "{purchase.pk}"'.encode(), b'"client_reference_id": null')
+    )
     assert b"cs_test_from_another_app" in body and b'"client_reference_id": null' in body
     assert deliver(Client(), body, sign(body)).status_code == 200
     assert balance(org) == 5_000
     assert Purchase.objects.get().status == PurchaseStatus.PENDING
 
 
+def edited_event(purchase: Purchase, edit: Any, kind: str = "checkout.session.completed") -> bytes:
+    """The event ``session_event`` makes, after ``edit`` changed it in place."""
+    event = json.loads(session_event(purchase, kind=kind))
+    edit(event, event["data"]["object"])
+    return json.dumps(event).encode()
+
+
+# --- Signed but not what they should be ---------------------------------------------------
+
+MALFORMED: dict[str, Any] = {
+    "type is a number": lambda event, session: event.update(type=42),
+    "type is null": lambda event, session: event.update(type=None),
+    "type is a list": lambda event, session: event.update(type=["checkout.session.completed"]),
+    "data is a string": lambda event, session: event.update(data="checkout.session"),
+    "data is a list": lambda event, session: event.update(data=[event["data"]]),
+    "data.object is a string": lambda event, session: event["data"].update(object=SESSION_ID),
+    "no id and no payment_intent": lambda event, session: [session.pop("id"), session.pop("payment_intent")],
+    "session id is an object": lambda event, session: session.update(id={"id": SESSION_ID}),
+    "session id holds a NUL byte": lambda event, session: session.update(id=SESSION_ID + "\x00"),
+    "payment_intent is an object": lambda event, session: session.update(payment_intent={"id": PAYMENT_ID}),
+    "amount_total is a string": lambda event, session: session.update(amount_total="1500"),
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("edit", MALFORMED.values(), ids=MALFORMED.keys())
+def test_signed_malformed_event_is_a_400_and_changes_nothing(org, edit: Any) -> None:
+    purchase = stripe_purchase(org)
+    body = edited_event(purchase, edit)
+    response = deliver(Client(), body, sign(body))
+    assert response.status_code == 400
+    assert response.text.startswith("Malformed Stripe event: ")
+    assert balance(org) == 5_000
+    assert Purchase.objects.get().status == PurchaseStatus.PENDING
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("same_org", [True, False], ids=["same organization", "another organization"])
+def test_one_payment_for_two_purchases_credits_the_first_only(org, other_org, same_org: bool) -> None:
+    first = stripe_purchase(org)
+    second = stripe_purchase(
+        org if same_org else other_org, pack="professional", session_id="cs_test_b2C3d4E5f6G7h8I9j0K1"
+    )
+    paid = session_event(first)
+    assert deliver(Client(), paid, sign(paid)).status_code == 200
+    again = session_event(second)  # the same payment intent, PAYMENT_ID
+    response = deliver(Client(), again, sign(again))
+    assert response.status_code == 409
+    assert f"Payment {PAYMENT_ID} already paid purchase {first.pk}" in response.text
+    assert balance(org) == 6_000 and balance(other_org) == 1_000
+    second.refresh_from_db()
+    assert second.status == PurchaseStatus.PENDING and second.provider_payment_id is None
+
+
+# --- Only the purchase's own session, amount and currency credit it --------------------------
+
+MISMATCHED: dict[str, Any] = {
+    "unknown session named by client_reference_id paying 1 cent JPY": lambda event, session: session.update(
+        id="cs_test_from_somewhere_else", amount_total=1, currency="jpy"
+    ),
+    "unknown session named by client_reference_id": lambda event, session: session.update(
+        id="cs_test_from_somewhere_else"
+    ),
+    "its session paying 1 cent": lambda event, session: session.update(amount_total=1),
+    "its session paying in JPY": lambda event, session: session.update(currency="jpy"),
+    "its session with no amount": lambda event, session: session.update(amount_total=None),
+    "its session naming another purchase": lambda event, session: session.update(
+        client_reference_id="999999"
+    ),
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("edit", MISMATCHED.values(), ids=MISMATCHED.keys())
+def test_session_that_does_not_match_the_purchase_is_logged_and_ignored(org, edit: Any, caplog) -> None:
+    purchase = stripe_purchase(org, pack="professional")
+    body = edited_event(purchase, edit)
+    with caplog.at_level("WARNING", logger="billing.payments.stripe"):
+        response = deliver(Client(), body, sign(body))
+    assert response.status_code == 200  # acknowledged, so Stripe does not retry it
+    assert balance(org) == 5_000
+    assert Purchase.objects.get().status == PurchaseStatus.PENDING
+    assert "ignored" in caplog.text
+
+
+@pytest.mark.django_db
+def test_expiry_of_an_unknown_session_leaves_the_purchase_open(org) -> None:
+    purchase = stripe_purchase(org)
+    body = edited_event(
+        purchase,
+        lambda event, session: session.update(id="cs_test_from_somewhere_else"),
+        kind="checkout.session.expired",
+    )
+    assert deliver(Client(), body, sign(body)).status_code == 200
+    assert Purchase.objects.get().status == PurchaseStatus.PENDING
+
+
 # --- The Checkout Session, answered by a local stand-in for Stripe's API ---------------
+
 
 class FakeStripeApi(BaseHTTPRequestHandler):
     """Answers POST /v1/checkout/sessions as Stripe does, and records what it was sent."""
@@ -262,24 +392,43 @@ class FakeStripeApi(BaseHTTPRequestHandler):
         form = {key: values[0] for key, values in parse_qs(self.rfile.read(length).decode()).items()}
         FakeStripeApi.requests.append({"path": self.path, "headers": dict(self.headers), "form": form})
         if self.path != "/v1/checkout/sessions":
-            return self._reply(404, {"error": {"type": "invalid_request_error",
-                                               "message": f"Unrecognized request URL (POST: {self.path})"}})
+            return self._reply(
+                404,
+                {
+                    "error": {
+                        "type": "invalid_request_error",
+                        "message": f"Unrecognized request URL (POST: {self.path})",
+                    }
+                },
+            )
         if self.headers.get("Authorization") != "Bearer sk_test_tally":
-            return self._reply(401, {"error": {"type": "invalid_request_error",
-                                               "message": "Invalid API Key provided"}})
-        self._reply(200, {
-            "id": SESSION_ID, "object": "checkout.session", "livemode": False, "mode": "payment",
-            "amount_subtotal": int(form["line_items[0][price_data][unit_amount]"]),
-            "amount_total": int(form["line_items[0][price_data][unit_amount]"]),
-            "currency": form["line_items[0][price_data][currency]"],
-            "client_reference_id": form.get("client_reference_id"),
-            "metadata": {"purchase_id": form.get("metadata[purchase_id]"),
-                         "organization": form.get("metadata[organization]")},
-            "payment_intent": None, "payment_status": "unpaid", "status": "open",
-            "success_url": form["success_url"], "cancel_url": form["cancel_url"],
-            "expires_at": int(time.time()) + 86_400,
-            "url": f"https://checkout.stripe.com/c/pay/{SESSION_ID}#fidkdWxOYHwnPyd1blpxYHZxWjA0",
-        })
+            return self._reply(
+                401, {"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}}
+            )
+        self._reply(
+            200,
+            {
+                "id": SESSION_ID,
+                "object": "checkout.session",
+                "livemode": False,
+                "mode": "payment",
+                "amount_subtotal": int(form["line_items[0][price_data][unit_amount]"]),
+                "amount_total": int(form["line_items[0][price_data][unit_amount]"]),
+                "currency": form["line_items[0][price_data][currency]"],
+                "client_reference_id": form.get("client_reference_id"),
+                "metadata": {
+                    "purchase_id": form.get("metadata[purchase_id]"),
+                    "organization": form.get("metadata[organization]"),
+                },
+                "payment_intent": None,
+                "payment_status": "unpaid",
+                "status": "open",
+                "success_url": form["success_url"],
+                "cancel_url": form["cancel_url"],
+                "expires_at": int(time.time()) + 86_400,
+                "url": f"https://checkout.stripe.com/c/pay/{SESSION_ID}#fidkdWxOYHwnPyd1blpxYHZxWjA0",
+            },
+        )
 
     def _reply(self, status: int, payload: dict[str, Any]) -> None:
         body = json.dumps(payload).encode()
@@ -335,8 +484,9 @@ def test_buying_a_pack_sends_the_manager_to_stripe_checkout(manager_client, org,
 
 
 @pytest.mark.django_db
-def test_returning_before_the_webhook_says_payment_is_being_confirmed(manager_client, org,
-                                                                      fake_stripe) -> None:
+def test_returning_before_the_webhook_says_payment_is_being_confirmed(
+    manager_client, org, fake_stripe
+) -> None:
     manager_client.post(reverse("buy_pack", args=[org.slug, "standard"]))
     purchase = Purchase.objects.get()
     page = manager_client.get(reverse("purchase_complete", args=[org.slug, purchase.pk]), follow=True).text

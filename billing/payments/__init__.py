@@ -43,9 +43,23 @@ class PaymentProvider(Protocol):
         ...
 
 
+def refuse_unsafe_provider(name: str | None = None) -> None:
+    """Raise ``ImproperlyConfigured`` when the local test checkout, where Pay credits a pack
+    and charges nothing, would be served with DEBUG off and ``ALLOW_LOCAL_PAYMENTS`` unset.
+    The web server calls this as it starts (``billing.wsgi``), so it refuses to start."""
+    if (name or settings.PAYMENT_PROVIDER) == ProviderName.LOCAL and not settings.ALLOW_LOCAL_PAYMENTS:
+        raise ImproperlyConfigured(
+            "PAYMENT_PROVIDER is 'local' (the default): Tally's offline test checkout, where Pay "
+            "credits a pack and charges nothing. With DEBUG off Tally refuses to serve it unless "
+            "ALLOW_LOCAL_PAYMENTS=1 says a test checkout is wanted (a demo, a test). In production "
+            "set PAYMENT_PROVIDER=stripe with STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET."
+        )
+
+
 def get_provider(name: str | None = None) -> PaymentProvider:
     name = name or settings.PAYMENT_PROVIDER
     if name == ProviderName.LOCAL:
+        refuse_unsafe_provider(name)
         from billing.payments.local import LocalProvider
 
         return LocalProvider()

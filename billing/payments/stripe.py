@@ -2,13 +2,17 @@
 
 The webhook is trusted only after its ``Stripe-Signature`` header verifies against the raw
 request body: an HMAC-SHA256 of ``"{t}.{body}"`` with the endpoint secret, any valid ``v1``
-signature accepted, and a timestamp no older than five minutes.
+signature accepted, and a timestamp no older than five minutes. Even then an event acts on
+a purchase only when it names the purchase's Checkout Session and pays its amount in its
+currency; any other is logged and ignored.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import re
 from typing import Any
 
 import stripe
@@ -34,22 +38,27 @@ class StripeProvider:
         if not settings.STRIPE_API_KEY:
             raise PaymentError("Card payments are not configured (STRIPE_API_KEY is empty).")
         if settings.STRIPE_API_BASE:  # a stand-in for Stripe's API: stripe-mock, or a test's server
-            return stripe.StripeClient(settings.STRIPE_API_KEY, max_network_retries=2,
-                                       base_addresses={"api": settings.STRIPE_API_BASE})
+            return stripe.StripeClient(
+                settings.STRIPE_API_KEY,
+                max_network_retries=2,
+                base_addresses={"api": settings.STRIPE_API_BASE},
+            )
         return stripe.StripeClient(settings.STRIPE_API_KEY, max_network_retries=2)
 
     def start_checkout(self, purchase: Purchase, *, success_url: str, cancel_url: str) -> Checkout:
         reference = {"purchase_id": str(purchase.pk), "organization": purchase.organization.slug}
         params: dict[str, Any] = {
             "mode": "payment",
-            "line_items": [{
-                "quantity": 1,
-                "price_data": {
-                    "currency": purchase.currency.lower(),
-                    "unit_amount": purchase.price_cents,
-                    "product_data": {"name": f"{purchase.pack.name}: {purchase.credits:,} credits"},
-                },
-            }],
+            "line_items": [
+                {
+                    "quantity": 1,
+                    "price_data": {
+                        "currency": purchase.currency.lower(),
+                        "unit_amount": purchase.price_cents,
+                        "product_data": {"name": f"{purchase.pack.name}: {purchase.credits:,} credits"},
+                    },
+                }
+            ],
             "success_url": success_url,
             "cancel_url": cancel_url,
             "client_reference_id": str(purchase.pk),
@@ -73,8 +82,9 @@ class StripeProvider:
         return Checkout(session_id=session.id, url=session.url)
 
 
-def verify_webhook(payload: bytes, signature: str) -> dict[str, Any]:
-    """The event in ``payload`` if ``signature`` verifies against it; else ``InvalidWebhook``."""
+def verify_webhook(payload: bytes, signature: str) -> Any:
+    """The JSON in ``payload`` if ``signature`` verifies against it; else ``InvalidWebhook``.
+    Its shape is ``handle_event``'s to check."""
     secret = settings.STRIPE_WEBHOOK_SECRET
     if not secret:
         raise InvalidWebhook("STRIPE_WEBHOOK_SECRET is not set.")
@@ -82,31 +92,74 @@ def verify_webhook(payload: bytes, signature: str) -> dict[str, Any]:
         stripe.WebhookSignature.verify_header(
             payload.decode("utf-8"), signature, secret, tolerance=TOLERANCE_SECONDS
         )
-        event = json.loads(payload)
+        return json.loads(payload)
     except (stripe.SignatureVerificationError, UnicodeDecodeError, ValueError) as exc:
         raise InvalidWebhook(str(exc)) from exc
-    if not isinstance(event, dict) or not isinstance(event.get("data", {}).get("object"), dict):
-        raise InvalidWebhook("Not a Stripe event.")
-    return event
 
 
-def handle_event(event: dict[str, Any]) -> str:
+class MalformedEvent(Exception):
+    """A signed event that is not shaped as Stripe's are; it changes nothing."""
+
+
+# Stripe's object ids: a prefix and letters, digits and underscores (cs_test_a1B2..., pi_3Q...).
+STRIPE_ID = re.compile(r"[A-Za-z0-9_]{1,255}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionEvent:
+    """The fields of a ``checkout.session.*`` event that Tally acts on, checked."""
+
+    event_id: str
+    session_id: str
+    payment_intent: str | None
+    payment_status: str
+    amount_total: int | None
+    currency: str | None
+    client_reference_id: str | None
+
+    @property
+    def payment_id(self) -> str:
+        """What fulfilment is keyed by: the payment intent, or the session when it has none
+        (a free checkout)."""
+        return self.payment_intent or self.session_id
+
+
+def handle_event(event: Any) -> str:
     """Apply a verified event to its purchase; say what happened (for the response and the
-    log). Events Tally does not act on are acknowledged and ignored."""
-    kind = event.get("type", "")
-    session = event["data"]["object"]
+    log). Events Tally does not act on, and sessions that do not match a purchase's id,
+    amount and currency, are acknowledged and ignored. A malformed event raises
+    ``MalformedEvent``; a payment that already paid another purchase raises
+    ``purchases.PaymentAlreadyUsed``."""
+    if not isinstance(event, dict):
+        raise MalformedEvent("the event is not an object")
+    kind = event.get("type")
+    if not isinstance(kind, str):
+        raise MalformedEvent("its type is not a string")
+    data = event.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+        raise MalformedEvent("its data is not an object holding an object")
     if not kind.startswith("checkout.session."):
         return f"ignored {kind}"
-    purchase = _purchase_for(session)
+    session = _session_event(event.get("id"), data["object"])
+    purchase = Purchase.objects.filter(
+        provider=ProviderName.STRIPE, provider_session_id=session.session_id
+    ).first()
     if purchase is None:
-        log.warning("Stripe event %s names no Tally purchase", event.get("id"))
+        log.warning(
+            "Stripe event %s: session %s is no Tally purchase's; ignored",
+            session.event_id,
+            session.session_id,
+        )
         return "no matching purchase"
+    mismatch = _mismatch(session, purchase)
+    if mismatch:
+        log.warning("Stripe event %s for purchase %s ignored: %s", session.event_id, purchase.pk, mismatch)
+        return f"ignored: {mismatch}"
     if kind in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
-        if session.get("payment_status") not in ("paid", "no_payment_required"):
+        if session.payment_status not in ("paid", "no_payment_required"):
             return "awaiting payment"  # a delayed method; async_payment_* follows
-        payment_id = session.get("payment_intent") or session["id"]
         try:
-            purchase = purchases.fulfil(purchase, payment_id=str(payment_id))
+            purchase = purchases.fulfil(purchase, payment_id=session.payment_id)
         except purchases.PurchaseClosed as exc:
             log.error("Stripe reports a payment for a closed purchase: %s", exc)
             return "purchase closed"
@@ -120,10 +173,41 @@ def handle_event(event: dict[str, Any]) -> str:
     return f"ignored {kind}"
 
 
-def _purchase_for(session: dict[str, Any]) -> Purchase | None:
-    stripe_purchases = Purchase.objects.filter(provider=ProviderName.STRIPE)
-    found = stripe_purchases.filter(provider_session_id=session.get("id") or "").first()
-    reference = str(session.get("client_reference_id") or "")
-    if found is None and reference.isdigit():
-        found = stripe_purchases.filter(pk=int(reference)).first()
-    return found
+def _session_event(event_id: Any, session: dict[str, Any]) -> SessionEvent:
+    """The Checkout Session's fields, each of the type Stripe sends, or ``MalformedEvent``."""
+    session_id = session.get("id")
+    if not isinstance(session_id, str) or not STRIPE_ID.fullmatch(session_id):
+        raise MalformedEvent("the session's id is not a Stripe id")
+    payment_intent = session.get("payment_intent")
+    if payment_intent is not None and not (
+        isinstance(payment_intent, str) and STRIPE_ID.fullmatch(payment_intent)
+    ):
+        raise MalformedEvent("the session's payment_intent is not a payment intent id")
+    amount = session.get("amount_total")
+    if amount is not None and (not isinstance(amount, int) or isinstance(amount, bool)):
+        raise MalformedEvent("the session's amount_total is not a whole number")
+    fields = {name: session.get(name) for name in ("payment_status", "currency", "client_reference_id")}
+    for name, value in fields.items():
+        if value is not None and not isinstance(value, str):
+            raise MalformedEvent(f"the session's {name} is not a string")
+    return SessionEvent(
+        event_id=str(event_id),
+        session_id=session_id,
+        payment_intent=payment_intent,
+        payment_status=fields["payment_status"] or "",
+        amount_total=amount,
+        currency=fields["currency"],
+        client_reference_id=fields["client_reference_id"],
+    )
+
+
+def _mismatch(session: SessionEvent, purchase: Purchase) -> str | None:
+    """Why the session is not this purchase's checkout, or None when it is: the amount and
+    currency must be the purchase's, and a client_reference_id must name it."""
+    if session.client_reference_id is not None and session.client_reference_id != str(purchase.pk):
+        return f"client_reference_id {session.client_reference_id!r} is not purchase {purchase.pk}"
+    if session.amount_total != purchase.price_cents:
+        return f"amount {session.amount_total} is not the purchase's {purchase.price_cents}"
+    if (session.currency or "").lower() != purchase.currency.lower():
+        return f"currency {session.currency!r} is not the purchase's {purchase.currency}"
+    return None

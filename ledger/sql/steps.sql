@@ -16,9 +16,11 @@ CREATE SCHEMA IF NOT EXISTS ledger;
 
 
 CREATE FUNCTION ledger.refusal(p_code text, p_message text, p_detail jsonb DEFAULT '{}')
-RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
-    SELECT jsonb_build_object('error', jsonb_build_object('code', p_code, 'message', p_message,
+RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    RETURN jsonb_build_object('error', jsonb_build_object('code', p_code, 'message', p_message,
                                                           'detail', p_detail));
+END;
 $$;
 
 
@@ -78,8 +80,11 @@ $$;
 -- times the quantity, never less than the operation's minimum. NULL for an operation
 -- without a price.
 CREATE FUNCTION ledger.price(p_operation text, p_quantity bigint)
-RETURNS bigint LANGUAGE sql STABLE AS $$
-    SELECT greatest(credits_per_unit * p_quantity, minimum_credits) FROM ledger_price WHERE operation = p_operation;
+RETURNS bigint LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT greatest(credits_per_unit * p_quantity, minimum_credits)
+              FROM ledger_price WHERE operation = p_operation);
+END;
 $$;
 
 
@@ -109,19 +114,27 @@ $$;
 
 -- A refusal of an amount that is not a positive number of credits; NULL for one that is.
 CREATE FUNCTION ledger.not_positive(p_amount bigint)
-RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
-    SELECT ledger.refusal('invalid_posting', 'Amounts are positive whole numbers of credits.')
-     WHERE p_amount IS NULL OR p_amount <= 0;
+RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF p_amount IS NULL OR p_amount <= 0 THEN
+        RETURN ledger.refusal('invalid_posting', 'Amounts are positive whole numbers of credits.');
+    END IF;
+    RETURN NULL;
+END;
 $$;
 
 
 -- A refusal of a job that is not an object with a non-empty external_id; NULL for a job
 -- that is one, and for no job.
 CREATE FUNCTION ledger.bad_job(p_job jsonb)
-RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
-    SELECT ledger.refusal('invalid_posting', 'A job is an object with a non-empty external_id.')
-     WHERE p_job IS NOT NULL AND jsonb_typeof(p_job) <> 'null'
-       AND (jsonb_typeof(p_job) <> 'object' OR coalesce(p_job ->> 'external_id', '') = '');
+RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF p_job IS NOT NULL AND jsonb_typeof(p_job) <> 'null'
+       AND (jsonb_typeof(p_job) <> 'object' OR coalesce(p_job ->> 'external_id', '') = '') THEN
+        RETURN ledger.refusal('invalid_posting', 'A job is an object with a non-empty external_id.');
+    END IF;
+    RETURN NULL;
+END;
 $$;
 
 
@@ -152,12 +165,16 @@ $$;
 -- A refusal of a posting that needs ``required`` credits when only ``available`` are
 -- there; NULL when they cover it. An unlimited account is never refused.
 CREATE FUNCTION ledger.short_of(p_account ledger_account, p_required bigint, p_available bigint)
-RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
-    SELECT ledger.refusal('insufficient_credits',
-               format('This needs %s credits; %s are available.', p_required, greatest(p_available, 0)),
-               jsonb_build_object('required', p_required, 'remaining', greatest(p_available, 0),
-                                  'slug', p_account.slug))
-     WHERE NOT p_account.unlimited AND p_available < p_required;
+RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF NOT p_account.unlimited AND p_available < p_required THEN
+        RETURN ledger.refusal('insufficient_credits',
+            format('This needs %s credits; %s are available.', p_required, greatest(p_available, 0)),
+            jsonb_build_object('required', p_required, 'remaining', greatest(p_available, 0),
+                               'slug', p_account.slug));
+    END IF;
+    RETURN NULL;
+END;
 $$;
 
 
@@ -263,24 +280,26 @@ $$;
 -- holds resolve.
 CREATE FUNCTION ledger.expiring(p_account bigint, p_now timestamptz)
 RETURNS TABLE (lot_id bigint, source text, remaining bigint, keep bigint)
-LANGUAGE sql STABLE AS $$
-    WITH promised AS (
-        SELECT greatest(a.held - coalesce(sum(l.remaining), 0), 0) AS credits
-          FROM ledger_account a
-          LEFT JOIN ledger_lot l
-            ON l.account_id = a.id AND l.live AND (l.expires_at IS NULL OR l.expires_at > p_now)
-         WHERE a.id = p_account
-         GROUP BY a.held
-    ), due AS (
-        SELECT id, source, remaining,
-               coalesce(sum(remaining) OVER (ORDER BY expires_at, created_at, id
-                                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
-          FROM ledger_lot
-         WHERE account_id = p_account AND live AND expires_at <= p_now
-    )
-    SELECT due.id, due.source, due.remaining, least(due.remaining, greatest(promised.credits - due.before, 0))
-      FROM due, promised
-     ORDER BY due.before;
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_promised bigint;
+BEGIN
+    SELECT greatest(a.held - coalesce(sum(l.remaining), 0), 0) INTO v_promised
+      FROM ledger_account a
+      LEFT JOIN ledger_lot l
+        ON l.account_id = a.id AND l.live AND (l.expires_at IS NULL OR l.expires_at > p_now)
+     WHERE a.id = p_account
+     GROUP BY a.held;
+    RETURN QUERY
+        SELECT due.id, due.source, due.remaining, least(due.remaining, greatest(v_promised - due.before, 0))
+          FROM (SELECT l.id, l.source::text, l.remaining,
+                       coalesce(sum(l.remaining) OVER (ORDER BY l.expires_at, l.created_at, l.id
+                                                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+                                0) AS before
+                  FROM ledger_lot l
+                 WHERE l.account_id = p_account AND l.live AND l.expires_at <= p_now) AS due
+         ORDER BY due.before;
+END;
 $$;
 
 
@@ -313,15 +332,18 @@ $$;
 -- API show this, so a lot past its expiry never counts, even before the sweep expires it.
 CREATE FUNCTION ledger.credits(p_account bigint, p_now timestamptz)
 RETURNS TABLE (remaining bigint, held bigint, available bigint)
-LANGUAGE sql STABLE AS $$
-    SELECT a.balance - e.gone, a.held, greatest(a.balance - e.gone - a.held, 0)
-      FROM ledger_account a,
-           LATERAL (SELECT CASE
-                      WHEN EXISTS (SELECT FROM ledger_lot
-                                    WHERE account_id = a.id AND live AND expires_at <= p_now)
-                      THEN (SELECT sum(x.remaining - x.keep) FROM ledger.expiring(a.id, p_now) AS x)
-                      ELSE 0 END AS gone) AS e
-     WHERE a.id = p_account;
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_account ledger_account;
+    v_gone bigint := 0;
+BEGIN
+    SELECT * INTO v_account FROM ledger_account WHERE id = p_account;
+    IF EXISTS (SELECT FROM ledger_lot WHERE account_id = p_account AND live AND expires_at <= p_now) THEN
+        SELECT coalesce(sum(x.remaining - x.keep), 0) INTO v_gone FROM ledger.expiring(p_account, p_now) AS x;
+    END IF;
+    RETURN QUERY SELECT v_account.balance - v_gone, v_account.held,
+                        greatest(v_account.balance - v_gone - v_account.held, 0);
+END;
 $$;
 
 
@@ -342,15 +364,17 @@ $$;
 -- A refusal to resolve hold ``hold_id`` (``hold``, as read; NULL if the account has no
 -- such hold): there is none, or it was resolved already. NULL for a pending hold.
 CREATE FUNCTION ledger.not_pending(p_hold ledger_hold, p_hold_id bigint)
-RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE
-        WHEN p_hold.id IS NULL THEN
-            ledger.refusal('hold_not_found', format('No hold %s on this account.', p_hold_id),
-                           jsonb_build_object('hold_id', p_hold_id))
-        WHEN p_hold.status <> 'pending' THEN
-            ledger.refusal('hold_not_pending', format('Hold %s is already %s.', p_hold.id, p_hold.status),
-                           jsonb_build_object('hold_id', p_hold.id, 'status', p_hold.status))
-    END;
+RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF p_hold.id IS NULL THEN
+        RETURN ledger.refusal('hold_not_found', format('No hold %s on this account.', p_hold_id),
+                              jsonb_build_object('hold_id', p_hold_id));
+    ELSIF p_hold.status <> 'pending' THEN
+        RETURN ledger.refusal('hold_not_pending', format('Hold %s is already %s.', p_hold.id, p_hold.status),
+                              jsonb_build_object('hold_id', p_hold.id, 'status', p_hold.status));
+    END IF;
+    RETURN NULL;
+END;
 $$;
 
 

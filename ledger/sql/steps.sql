@@ -284,14 +284,14 @@ LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_promised bigint;
 BEGIN
-    SELECT greatest(a.held - coalesce(sum(l.remaining), 0), 0) INTO v_promised
+    SELECT greatest(a.held - coalesce(sum(l.remaining), 0), 0)::bigint INTO v_promised
       FROM ledger_account a
       LEFT JOIN ledger_lot l
         ON l.account_id = a.id AND l.live AND (l.expires_at IS NULL OR l.expires_at > p_now)
      WHERE a.id = p_account
      GROUP BY a.held;
     RETURN QUERY
-        SELECT due.id, due.source, due.remaining, least(due.remaining, greatest(v_promised - due.before, 0))
+        SELECT due.id, due.source, due.remaining, least(due.remaining, greatest(v_promised - due.before, 0))::bigint
           FROM (SELECT l.id, l.source::text, l.remaining,
                        coalesce(sum(l.remaining) OVER (ORDER BY l.expires_at, l.created_at, l.id
                                                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
@@ -339,7 +339,7 @@ DECLARE
 BEGIN
     SELECT * INTO v_account FROM ledger_account WHERE id = p_account;
     IF EXISTS (SELECT FROM ledger_lot WHERE account_id = p_account AND live AND expires_at <= p_now) THEN
-        SELECT coalesce(sum(x.remaining - x.keep), 0) INTO v_gone FROM ledger.expiring(p_account, p_now) AS x;
+        SELECT coalesce(sum(x.remaining - x.keep), 0)::bigint INTO v_gone FROM ledger.expiring(p_account, p_now) AS x;
     END IF;
     RETURN QUERY SELECT v_account.balance - v_gone, v_account.held,
                         greatest(v_account.balance - v_gone - v_account.held, 0);

@@ -122,14 +122,18 @@ def months_to_close(org: Organization, now: dt.datetime | None = None) -> list[d
 
 
 def _months_to_close(orgs: Sequence[Organization], now: dt.datetime) -> dict[int, list[dt.date]]:
-    firsts = Account.objects.filter(pk__in=[org.account_id for org in orgs]).annotate(
-        last_period=Subquery(
-            Statement.objects.filter(account=OuterRef("pk")).order_by("-period").values("period")[:1]
-        ),
-        first_day=Subquery(
-            Entry.objects.filter(account=OuterRef("pk")).order_by("local_date").values("local_date")[:1]
-        ),
-    ).values_list("pk", "last_period", "first_day")
+    firsts = (
+        Account.objects.filter(pk__in=[org.account_id for org in orgs])
+        .annotate(
+            last_period=Subquery(
+                Statement.objects.filter(account=OuterRef("pk")).order_by("-period").values("period")[:1]
+            ),
+            first_day=Subquery(
+                Entry.objects.filter(account=OuterRef("pk")).order_by("local_date").values("local_date")[:1]
+            ),
+        )
+        .values_list("pk", "last_period", "first_day")
+    )
     known = {pk: (last, first) for pk, last, first in firsts}
     pending = {}
     for org in orgs:
@@ -159,7 +163,9 @@ def organizations_due(now: dt.datetime | None = None) -> list[int]:
         tz = zoneinfo.ZoneInfo(zone)
         current = current_period(now, tz)
         due.extend(
-            Organization.objects.filter(account__time_zone=zone, account__created_at__lt=month_start(current, tz))
+            Organization.objects.filter(
+                account__time_zone=zone, account__created_at__lt=month_start(current, tz)
+            )
             .exclude(account__statements__period=add_months(current, -1))
             .order_by("pk")
             .values_list("pk", flat=True)
@@ -170,9 +176,9 @@ def organizations_due(now: dt.datetime | None = None) -> list[int]:
 def _lock(orgs: Sequence[Organization]) -> None:
     """Lock the organizations' accounts in id order (so batches never deadlock) and give
     each organization its freshly read account."""
-    accounts = Account.objects.select_for_update().filter(
-        pk__in=[org.account_id for org in orgs]
-    ).order_by("pk")
+    accounts = (
+        Account.objects.select_for_update().filter(pk__in=[org.account_id for org in orgs]).order_by("pk")
+    )
     by_id = {account.pk: account for account in accounts}
     for org in orgs:
         org.account = by_id[org.account_id]
@@ -185,11 +191,17 @@ def _close_month(orgs: list[Organization], period: dt.date, now: dt.datetime) ->
         statement.account_id: statement
         for statement in Statement.objects.filter(account__in=[org.account_id for org in orgs], period=period)
     }
-    closed = [ClosedMonth(org.slug, period, existing[org.account_id], None, closed_now=False)
-              for org in orgs if org.account_id in existing]
+    closed = [
+        ClosedMonth(org.slug, period, existing[org.account_id], None, closed_now=False)
+        for org in orgs
+        if org.account_id in existing
+    ]
     orgs = [org for org in orgs if org.account_id not in existing]
-    due = set(Lot.objects.filter(account__in=[org.account_id for org in orgs], live=True,
-                                 expires_at__lte=now).values_list("account_id", flat=True))
+    due = set(
+        Lot.objects.filter(
+            account__in=[org.account_id for org in orgs], live=True, expires_at__lte=now
+        ).values_list("account_id", flat=True)
+    )
     for org in orgs:
         if org.account_id in due:  # one query for the batch rather than a posting each
             postings.expire_lots(org.account, now)

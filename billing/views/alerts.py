@@ -15,6 +15,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from billing.access import get_managed_organization, get_manager_membership
 from billing.alerts import threshold_level
 from billing.models import AlertKind, AlertThreshold, Membership, Organization
+from ledger import postings
 
 
 class AlertThresholdForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -37,9 +38,13 @@ class AlertThresholdForm(forms.ModelForm):  # type: ignore[type-arg]
             self.add_error("value", "A percentage is at most 100.")
         if kind == AlertKind.PERCENT and self.organization.account.unlimited:
             self.add_error("kind", "An unlimited plan has no allowance; use a number of credits.")
-        if kind and value and AlertThreshold.objects.filter(
-            organization=self.organization, kind=str(kind), value=int(value)
-        ).exists():
+        if (
+            kind
+            and value
+            and AlertThreshold.objects.filter(
+                organization=self.organization, kind=str(kind), value=int(value)
+            ).exists()
+        ):
             raise forms.ValidationError("That alert is already set.")
         return data
 
@@ -51,8 +56,9 @@ class AlertThresholdForm(forms.ModelForm):  # type: ignore[type-arg]
         return threshold
 
 
-def _page(request: HttpRequest, membership: Membership, form: AlertThresholdForm,
-          status: int = 200) -> HttpResponse:
+def _page(
+    request: HttpRequest, membership: Membership, form: AlertThresholdForm, status: int = 200
+) -> HttpResponse:
     org = membership.organization
     subscription = org.plan_subscription
     allowance = subscription.monthly_credits if subscription is not None else None
@@ -60,10 +66,20 @@ def _page(request: HttpRequest, membership: Membership, form: AlertThresholdForm
         (threshold, threshold_level(threshold, allowance))
         for threshold in org.alert_thresholds.order_by("kind", "value")
     ]
-    return render(request, "billing/alerts.html", {
-        "org": org, "membership": membership, "form": form, "thresholds": thresholds,
-        "allowance": allowance, "account": org.account,
-    }, status=status)
+    return render(
+        request,
+        "billing/alerts.html",
+        {
+            "org": org,
+            "membership": membership,
+            "form": form,
+            "thresholds": thresholds,
+            "allowance": allowance,
+            "account": org.account,
+            "credits": postings.credits_now(org.account),
+        },
+        status=status,
+    )
 
 
 @login_required

@@ -31,7 +31,13 @@ def _context(request: HttpRequest, slug: str) -> dict[str, Any]:
     """The managed organization and what the page frame (the profile menu) needs."""
     membership = get_manager_membership(request.user, slug)
     org = membership.organization
-    return {"org": org, "membership": membership, "account": org.account, "sales_email": settings.SALES_EMAIL}
+    return {
+        "org": org,
+        "membership": membership,
+        "account": org.account,
+        "credits": postings.credits_now(org.account),
+        "sales_email": settings.SALES_EMAIL,
+    }
 
 
 def next_reset(org: Organization, now: dt.datetime | None = None) -> dt.datetime:

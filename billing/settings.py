@@ -180,7 +180,7 @@ X_FRAME_OPTIONS = "DENY"
 # load anything or run script. The 500 page is rendered without a request, so without a
 # nonce: its inline style is allowed by its hash (tests/test_security.py recomputes it).
 ERROR_PAGE_STYLE_HASH = "'sha256-PCsLnv+g6hgSrD860U3kee6EVOH3fOpJRXwHgv8sm3k='"
-SECURE_CSP = {
+SECURE_CSP: dict[str, list[str]] = {
     "default-src": [CSP.SELF],
     "script-src": [CSP.SELF, CSP.NONCE],
     "style-src": [CSP.SELF, CSP.NONCE, ERROR_PAGE_STYLE_HASH],

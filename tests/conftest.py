@@ -4,13 +4,20 @@ another organization (the outsider)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
+from django.contrib.auth.models import User
 from django.test import Client
 from django.test.utils import override_settings
 
 from billing.models import Organization, Role
 from tests.factories import make_org, make_user
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+    from pytest_django.live_server_helper import LiveServer
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API in tests
 
@@ -45,38 +52,38 @@ def other_org(db: None) -> Organization:
 
 
 @pytest.fixture
-def manager(org: Organization):  # type: ignore[no-untyped-def]
+def manager(org: Organization) -> User:
     return make_user(org, Role.MANAGER)
 
 
 @pytest.fixture
-def member(org: Organization):  # type: ignore[no-untyped-def]
+def member(org: Organization) -> User:
     return make_user(org, Role.MEMBER)
 
 
 @pytest.fixture
-def outsider(other_org: Organization):  # type: ignore[no-untyped-def]
+def outsider(other_org: Organization) -> User:
     return make_user(other_org, Role.MANAGER)
 
 
-def _client_for(user) -> Client:  # type: ignore[no-untyped-def]
+def _client_for(user: User) -> Client:
     client = Client()
     client.force_login(user)
     return client
 
 
 @pytest.fixture
-def manager_client(manager) -> Client:  # type: ignore[no-untyped-def]
+def manager_client(manager: User) -> Client:
     return _client_for(manager)
 
 
 @pytest.fixture
-def member_client(member) -> Client:  # type: ignore[no-untyped-def]
+def member_client(member: User) -> Client:
     return _client_for(member)
 
 
 @pytest.fixture
-def outsider_client(outsider) -> Client:  # type: ignore[no-untyped-def]
+def outsider_client(outsider: User) -> Client:
     return _client_for(outsider)
 
 
@@ -87,7 +94,7 @@ SCREENSHOTS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "screensh
 
 
 @pytest.fixture(scope="session")
-def browser():  # type: ignore[no-untyped-def]
+def browser() -> Iterator[Browser]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -108,7 +115,7 @@ def browser():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def page(browser, live_server):  # type: ignore[no-untyped-def]
+def page(browser: Browser, live_server: LiveServer) -> Iterator[Page]:
     context = browser.new_context(
         base_url=live_server.url, accept_downloads=True, viewport={"width": 1280, "height": 900}
     )
@@ -124,7 +131,7 @@ def screenshot_dir() -> str:
     return SCREENSHOTS
 
 
-def sign_in(page, username: str, password: str) -> None:  # type: ignore[no-untyped-def]
+def sign_in(page: Page, username: str, password: str) -> None:
     """Sign in through the real form."""
     page.goto("/accounts/login/")
     page.fill("#id_username", username)

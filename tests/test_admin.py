@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
-from billing.models import Plan
+from billing.models import Organization, Plan
 from ledger import postings
 from ledger.models import Account, Entry, EntryKind
+
+if TYPE_CHECKING:
+    from django.test.client import _MonkeyPatchedWSGIResponse as Response
 
 pytestmark = pytest.mark.django_db
 
@@ -22,14 +27,16 @@ def staff_client() -> Client:
     return client
 
 
-def _adjust(client: Client, account: Account, amount: str, memo: str):  # type: ignore[no-untyped-def]
+def _adjust(client: Client, account: Account, amount: str, memo: str) -> Response:
     url = reverse("admin:ledger_account_change", args=[account.pk])
     return client.post(
         url, {"time_zone": account.time_zone, "adjust_by": amount, "adjust_memo": memo}, follow=True
     )
 
 
-def test_a_manual_adjustment_in_the_admin_is_posted_as_an_entry(staff_client, org) -> None:
+def test_a_manual_adjustment_in_the_admin_is_posted_as_an_entry(
+    staff_client: Client, org: Organization
+) -> None:
     before = list(Entry.objects.filter(account=org.account).values_list("id", "amount", "balance_after"))
     response = _adjust(staff_client, org.account, "-300", "Duplicate pack refunded by card")
     assert response.status_code == 200
@@ -50,14 +57,18 @@ def test_a_manual_adjustment_in_the_admin_is_posted_as_an_entry(staff_client, or
     assert org.account.balance == 4_700
 
 
-def test_an_adjustment_needs_a_reason_and_changes_nothing_without_one(staff_client, org) -> None:
+def test_an_adjustment_needs_a_reason_and_changes_nothing_without_one(
+    staff_client: Client, org: Organization
+) -> None:
     count = Entry.objects.count()
     response = _adjust(staff_client, org.account, "500", "")
     assert "Say why the balance is adjusted." in response.text
     assert Entry.objects.count() == count
 
 
-def test_an_adjustment_beyond_the_available_credits_is_a_form_error(staff_client, org) -> None:
+def test_an_adjustment_beyond_the_available_credits_is_a_form_error(
+    staff_client: Client, org: Organization
+) -> None:
     postings.reserve(org.account, 1_000, key="running-job", operation="training_a10g_per_minute")
     entries = Entry.objects.count()
     url = reverse("admin:ledger_account_change", args=[org.account.pk])
@@ -76,7 +87,7 @@ def test_an_adjustment_beyond_the_available_credits_is_a_form_error(staff_client
     assert "Posted an adjustment of -4000; balance 1000." in response.text
 
 
-def test_entries_cannot_be_edited_or_deleted_in_the_admin(staff_client, org) -> None:
+def test_entries_cannot_be_edited_or_deleted_in_the_admin(staff_client: Client, org: Organization) -> None:
     entry = Entry.objects.filter(account=org.account).first()
     assert entry is not None
     change = staff_client.post(reverse("admin:ledger_entry_change", args=[entry.pk]), {"amount": 1})
@@ -85,7 +96,7 @@ def test_entries_cannot_be_edited_or_deleted_in_the_admin(staff_client, org) -> 
     assert Entry.objects.get(pk=entry.pk).amount == entry.amount
 
 
-def _edit_plan(client: Client, plan: Plan, monthly_credits: str):  # type: ignore[no-untyped-def]
+def _edit_plan(client: Client, plan: Plan, monthly_credits: str) -> None:
     url = reverse("admin:billing_plan_change", args=[plan.pk])
     form = {
         field: getattr(plan, field)
@@ -110,7 +121,7 @@ def _edit_plan(client: Client, plan: Plan, monthly_credits: str):  # type: ignor
 
 
 def test_a_plan_made_unlimited_in_the_admin_stops_refusing_its_subscribers(
-    staff_client, org, other_org
+    staff_client: Client, org: Organization, other_org: Organization
 ) -> None:
     other_plan = Plan.objects.get(slug="free")
     other_org.subscription.plan = other_plan

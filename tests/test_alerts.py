@@ -6,10 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from django.contrib.auth.models import User
 from django.core import mail
+from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
 from django.test import Client
 from django.urls import reverse
+from pytest_django import DjangoCaptureOnCommitCallbacks
 
 from billing import closing
 from billing.celery import app
@@ -104,9 +107,9 @@ def test_profile_menu_links_alerts_for_managers_only(
 def test_crossing_down_emails_the_managers_once_and_a_top_up_restores(
     eager_tasks: None,
     org: Organization,
-    manager,
-    member,
-    django_capture_on_commit_callbacks,  # type: ignore[no-untyped-def]
+    manager: User,
+    member: User,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
     second_manager = make_user(org, Role.MANAGER)
     AlertThreshold.objects.create(organization=org, kind=AlertKind.ABSOLUTE, value=1_000)
@@ -122,8 +125,10 @@ def test_crossing_down_emails_the_managers_once_and_a_top_up_restores(
     assert "is low on credits: 500 available (below 1,000)" in message.subject
     assert "500 credits available" in message.body
     assert f"/orgs/{org.slug}/billing/" in message.body
+    assert isinstance(message, EmailMultiAlternatives)
     html = message.alternatives[0]
-    assert html.mimetype == "text/html" and "<strong>500 credits</strong>" in html.content
+    # django-stubs types alternatives as plain tuples; Django 5.2+ makes them EmailAlternative
+    assert html.mimetype == "text/html" and "<strong>500 credits</strong>" in html.content  # type: ignore[attr-defined]
     with django_capture_on_commit_callbacks(execute=True):
         _debit(org, 100, "c")  # still below: no second email for the same crossing
     assert len(mail.outbox) == 1
@@ -137,8 +142,8 @@ def test_crossing_down_emails_the_managers_once_and_a_top_up_restores(
 def test_an_alert_set_below_the_credits_already_is_evaluated_when_saved(
     manager_client: Client,
     org: Organization,
-    manager,
-    django_capture_on_commit_callbacks,  # type: ignore[no-untyped-def]
+    manager: User,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
     _debit(org, 4_500, "before-the-alert")  # 500 available; no threshold yet, so no email
     url = reverse("alerts", args=[org.slug])
@@ -164,8 +169,8 @@ def test_an_alert_set_below_the_credits_already_is_evaluated_when_saved(
 def test_percent_threshold_uses_the_plan_allowance(
     eager_tasks: None,
     org: Organization,
-    manager,
-    django_capture_on_commit_callbacks,  # type: ignore[no-untyped-def]
+    manager: User,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
     AlertThreshold.objects.create(organization=org, kind=AlertKind.PERCENT, value=45)  # 4,500
     with django_capture_on_commit_callbacks(execute=True):
@@ -180,8 +185,8 @@ def test_percent_threshold_uses_the_plan_allowance(
 def test_a_hold_that_takes_available_below_a_threshold_emails_the_managers(
     eager_tasks: None,
     org: Organization,
-    manager,
-    django_capture_on_commit_callbacks,  # type: ignore[no-untyped-def]
+    manager: User,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
     AlertThreshold.objects.create(organization=org, kind=AlertKind.ABSOLUTE, value=1_000)
     with django_capture_on_commit_callbacks(execute=True):
@@ -193,8 +198,8 @@ def test_a_hold_that_takes_available_below_a_threshold_emails_the_managers(
 def test_a_rolled_back_debit_sends_nothing(
     eager_tasks: None,
     org: Organization,
-    manager,
-    django_capture_on_commit_callbacks,  # type: ignore[no-untyped-def]
+    manager: User,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
     AlertThreshold.objects.create(organization=org, kind=AlertKind.ABSOLUTE, value=1_000)
     with django_capture_on_commit_callbacks(execute=True), pytest.raises(RuntimeError), transaction.atomic():
@@ -208,8 +213,8 @@ def test_a_rolled_back_debit_sends_nothing(
 
 def test_month_close_that_expires_and_renews_sends_nothing(
     eager_tasks: None,
-    manager,
-    django_capture_on_commit_callbacks,  # type: ignore[no-untyped-def]
+    manager: User,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
     org = make_org("standard")
     make_user(org, Role.MANAGER)
@@ -222,7 +227,7 @@ def test_month_close_that_expires_and_renews_sends_nothing(
     assert mail.outbox == []  # credits dropped to 0 and came back in one transaction
 
 
-def test_sign_in_and_set_an_alert_through_the_form(org: Organization, manager) -> None:  # type: ignore[no-untyped-def]
+def test_sign_in_and_set_an_alert_through_the_form(org: Organization, manager: User) -> None:
     client = Client()
     client.post(reverse("login"), {"username": manager.username, "password": PASSWORD})
     response = client.post(

@@ -10,19 +10,21 @@ from typing import Any
 import pytest
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
+from django.http import HttpRequest
 from django.test import Client
 from django.utils import timezone
+from pytest_django import Settings
 
 from billing.api import api, auth
 from billing.api.schemas import BalanceOut
 from billing.models import ApiKey, Organization, Scope
 from ledger import postings
-from ledger.models import Entry, Hold, IdempotencyRecord
+from ledger.models import Entry, Hold, IdempotencyRecord, LotSource
 from tests.factories import fund, make_org
 
 pytestmark = pytest.mark.django_db
 
-BOTH = [Scope.ACCOUNT_READ, Scope.USAGE_WRITE]
+BOTH: list[str] = [Scope.ACCOUNT_READ, Scope.USAGE_WRITE]
 JOB = {
     "external_id": "run-1",
     "name": "yolox",
@@ -75,7 +77,7 @@ def error(response: Any) -> dict[str, Any]:
 # --- Reads ------------------------------------------------------------------------------
 
 
-def test_balance_shows_remaining_available_held_and_recent_history(org, key) -> None:
+def test_balance_shows_remaining_available_held_and_recent_history(org: Organization, key: str) -> None:
     postings.reserve(org.account, 300, key="h1", operation="training_a10g_per_minute")
     for n in range(25):
         postings.debit(org.account, 10, key=f"d{n}", operation="image_inference", quantity=10)
@@ -93,7 +95,7 @@ def test_balance_shows_remaining_available_held_and_recent_history(org, key) -> 
     assert [e["id"] for e in history] == sorted((e["id"] for e in history), reverse=True)
 
 
-def test_balance_is_json_in_its_published_schema(org, key) -> None:
+def test_balance_is_json_in_its_published_schema(org: Organization, key: str) -> None:
     postings.debit(
         org.account,
         10,
@@ -109,10 +111,14 @@ def test_balance_is_json_in_its_published_schema(org, key) -> None:
     assert body.recent_history[0].job.project == "shelf-detector"
     assert response.json()["recent_history"][0]["created_at"].endswith("Z")
     # Byte for byte what ninja writes for the validated schema object.
-    assert response.content.decode() == api.renderer.render(None, body.model_dump(), response_status=200)
+    assert response.content.decode() == api.renderer.render(
+        HttpRequest(), body.model_dump(), response_status=200
+    )
 
 
-def test_history_pages_newest_first_with_a_cursor_that_ignores_new_entries(org, key) -> None:
+def test_history_pages_newest_first_with_a_cursor_that_ignores_new_entries(
+    org: Organization, key: str
+) -> None:
     for n in range(7):
         postings.debit(
             org.account,
@@ -135,7 +141,7 @@ def test_history_pages_newest_first_with_a_cursor_that_ignores_new_entries(org, 
     assert offset["window_days"] == 90
 
 
-def test_history_is_limited_to_the_plans_audit_trail_window(db) -> None:
+def test_history_is_limited_to_the_plans_audit_trail_window(db: None) -> None:
     now = timezone.now()
     free = make_org("free")
     for days_ago in (45, 10):
@@ -143,7 +149,7 @@ def test_history_is_limited_to_the_plans_audit_trail_window(db) -> None:
             free.account,
             100,
             key=f"t{days_ago}",
-            source="purchase",
+            source=LotSource.PURCHASE,
             operation="credit_pack_standard",
             now=now - dt.timedelta(days=days_ago),
         )
@@ -155,14 +161,14 @@ def test_history_is_limited_to_the_plans_audit_trail_window(db) -> None:
         pro.account,
         100,
         key="t",
-        source="purchase",
+        source=LotSource.PURCHASE,
         operation="credit_pack_standard",
         now=now - dt.timedelta(days=45),
     )
     assert len(call("get", "credits/history", issue(pro)).json()["entries"]) == 1
 
 
-def test_balance_history_is_limited_to_the_plans_audit_trail_window(db) -> None:
+def test_balance_history_is_limited_to_the_plans_audit_trail_window(db: None) -> None:
     """Whichever order old and recent entries were posted in, the balance shows only the
     window's, as the history does."""
     now = timezone.now()
@@ -172,7 +178,7 @@ def test_balance_history_is_limited_to_the_plans_audit_trail_window(db) -> None:
             free.account,
             100,
             key=f"t{days_ago}",
-            source="purchase",
+            source=LotSource.PURCHASE,
             operation="credit_pack_standard",
             now=now - dt.timedelta(days=days_ago),
         )
@@ -183,7 +189,9 @@ def test_balance_history_is_limited_to_the_plans_audit_trail_window(db) -> None:
     assert [e["amount"] for e in history] == [-10, 100]
 
 
-def test_estimate_shows_the_total_the_lots_and_whether_a_hold_would_succeed(org, key) -> None:
+def test_estimate_shows_the_total_the_lots_and_whether_a_hold_would_succeed(
+    org: Organization, key: str
+) -> None:
     data = call("get", "credits/estimate?operation=training_a10g_per_minute&quantity=30", key).json()
     assert data["total_credits"] == 300
     assert data["sufficient"] is True
@@ -194,14 +202,14 @@ def test_estimate_shows_the_total_the_lots_and_whether_a_hold_would_succeed(org,
     assert entries(org) == 1  # the funding only: an estimate posts nothing
 
 
-def test_estimate_of_an_unknown_operation_is_422(key) -> None:
+def test_estimate_of_an_unknown_operation_is_422(key: str) -> None:
     response = call("get", "credits/estimate?operation=teleport&quantity=1", key)
     assert response.status_code == 422
     assert error(response)["code"] == "unknown_operation"
     assert error(response)["operation"] == "teleport"
 
 
-def test_usage_has_one_row_per_day_with_the_end_of_day_balance(org, key) -> None:
+def test_usage_has_one_row_per_day_with_the_end_of_day_balance(org: Organization, key: str) -> None:
     postings.debit(org.account, 40, key="d", operation="image_inference", quantity=40)
     days = call("get", "usage?days=7", key).json()["days"]
     assert len(days) == 7
@@ -211,7 +219,7 @@ def test_usage_has_one_row_per_day_with_the_end_of_day_balance(org, key) -> None
     assert days[0]["balance"] == 0
 
 
-def test_pricing_lists_the_price_table(key) -> None:
+def test_pricing_lists_the_price_table(key: str) -> None:
     prices = {p["operation"]: p for p in call("get", "pricing", key).json()["prices"]}
     assert prices["training_a10g_per_minute"]["credits_per_unit"] == 10
     assert prices["sam3_per_minute"]["minimum_credits"] == 3
@@ -220,7 +228,7 @@ def test_pricing_lists_the_price_table(key) -> None:
 # --- Postings ---------------------------------------------------------------------------
 
 
-def test_debit_charges_the_price_and_a_retry_returns_the_same_answer(org, key) -> None:
+def test_debit_charges_the_price_and_a_retry_returns_the_same_answer(org: Organization, key: str) -> None:
     body = {"operation": "training_a10g_per_minute", "quantity": 30, "job": JOB}
     first = call("post", "debits", key, body, idempotency_key="run-1-minute-30")
     assert first.status_code == 201
@@ -231,13 +239,13 @@ def test_debit_charges_the_price_and_a_retry_returns_the_same_answer(org, key) -
     assert entries(org) == 2
 
 
-def test_debit_without_an_idempotency_key_gets_one(org, key) -> None:
+def test_debit_without_an_idempotency_key_gets_one(org: Organization, key: str) -> None:
     response = call("post", "debits", key, {"operation": "image_inference", "quantity": 2})
     assert response.status_code == 201
     assert response.json()["idempotency_key"]
 
 
-def test_same_key_with_another_body_is_a_conflict_naming_the_fields(org, key) -> None:
+def test_same_key_with_another_body_is_a_conflict_naming_the_fields(org: Organization, key: str) -> None:
     call("post", "debits", key, {"operation": "image_inference", "quantity": 2}, idempotency_key="k")
     response = call(
         "post", "debits", key, {"operation": "image_inference", "quantity": 3}, idempotency_key="k"
@@ -248,7 +256,9 @@ def test_same_key_with_another_body_is_a_conflict_naming_the_fields(org, key) ->
     assert entries(org) == 2
 
 
-def test_insufficient_credits_is_402_with_the_upgrade_url_and_stores_nothing(org, key) -> None:
+def test_insufficient_credits_is_402_with_the_upgrade_url_and_stores_nothing(
+    org: Organization, key: str
+) -> None:
     body = {"operation": "training_h100_per_minute", "quantity": 50}
     response = call("post", "debits", key, body, idempotency_key="big")
     assert response.status_code == 402
@@ -263,7 +273,7 @@ def test_insufficient_credits_is_402_with_the_upgrade_url_and_stores_nothing(org
     assert retried.json()["credits_remaining"] == 0
 
 
-def test_hold_then_settle_charges_the_job_and_frees_the_rest(org, key) -> None:
+def test_hold_then_settle_charges_the_job_and_frees_the_rest(org: Organization, key: str) -> None:
     hold = call("post", "holds", key, {"operation": "training_a100_per_minute", "quantity": 10, "job": JOB})
     assert hold.status_code == 201
     assert (hold.json()["credits_held"], hold.json()["credits_available"]) == (600, 4_400)
@@ -279,7 +289,7 @@ def test_hold_then_settle_charges_the_job_and_frees_the_rest(org, key) -> None:
     assert error(twice)["code"] == "hold_not_pending"
 
 
-def test_hold_by_amount_then_release_frees_it_all(org, key) -> None:
+def test_hold_by_amount_then_release_frees_it_all(org: Organization, key: str) -> None:
     hold = call("post", "holds", key, {"operation": "sam3_per_minute", "amount": 250}).json()
     released = call("post", f"holds/{hold['hold_id']}/release", key)
     assert released.status_code == 200
@@ -287,19 +297,19 @@ def test_hold_by_amount_then_release_frees_it_all(org, key) -> None:
     assert Hold.objects.get(pk=hold["hold_id"]).status == "released"
 
 
-def test_hold_needs_quantity_or_amount(org, key) -> None:
+def test_hold_needs_quantity_or_amount(org: Organization, key: str) -> None:
     response = call("post", "holds", key, {"operation": "sam3_per_minute"})
     assert response.status_code == 422
     assert error(response)["code"] == "validation_error"
 
 
-def test_hold_beyond_available_credits_is_402(org, key) -> None:
+def test_hold_beyond_available_credits_is_402(org: Organization, key: str) -> None:
     response = call("post", "holds", key, {"operation": "sam3_per_minute", "amount": 5_001})
     assert response.status_code == 402
     assert not Hold.objects.filter(account=org.account).exists()
 
 
-def test_refund_returns_credits_to_the_job_up_to_what_it_consumed(org, key) -> None:
+def test_refund_returns_credits_to_the_job_up_to_what_it_consumed(org: Organization, key: str) -> None:
     call("post", "debits", key, {"operation": "training_a10g_per_minute", "quantity": 20, "job": JOB})
     refund = call("post", "refunds", key, {"job": "run-1", "amount": 50, "operation": "training_refund_a10g"})
     assert refund.status_code == 201
@@ -309,7 +319,7 @@ def test_refund_returns_credits_to_the_job_up_to_what_it_consumed(org, key) -> N
     assert "150 credits left to refund" in error(too_much)["message"]
 
 
-def test_gauges_report_storage_and_deployments(org, key) -> None:
+def test_gauges_report_storage_and_deployments(org: Organization, key: str) -> None:
     response = call("put", "gauges", key, {"storage_bytes": 7 * 1024**3, "deployments": 3})
     assert response.status_code == 200
     assert response.json()["deployments_limit"] == 5
@@ -367,7 +377,7 @@ def _with_hold(body: Any, hold_id: int) -> Any:
 
 @pytest.mark.parametrize(("method", "path", "body"), ENDPOINTS)
 def test_another_organizations_key_cannot_see_or_touch_this_one(
-    org, other_org, hold_id, method, path, body
+    org: Organization, other_org: Organization, hold_id: int, method: str, path: str, body: Any
 ) -> None:
     before = ledger_state(org)
     response = call(method, path.format(hold=hold_id), issue(other_org), _with_hold(body, hold_id))
@@ -387,7 +397,9 @@ def test_another_organizations_key_cannot_see_or_touch_this_one(
 
 
 @pytest.mark.parametrize(("method", "path", "body"), ENDPOINTS)
-def test_a_key_without_the_scope_is_403(org, hold_id, method, path, body) -> None:
+def test_a_key_without_the_scope_is_403(
+    org: Organization, hold_id: int, method: str, path: str, body: Any
+) -> None:
     scope = Scope.USAGE_WRITE if method == "get" else Scope.ACCOUNT_READ
     before = ledger_state(org)
     response = call(method, path.format(hold=hold_id), issue(org, [scope]), _with_hold(body, hold_id))
@@ -397,7 +409,9 @@ def test_a_key_without_the_scope_is_403(org, hold_id, method, path, body) -> Non
 
 
 @pytest.mark.parametrize(("method", "path", "body"), ENDPOINTS)
-def test_a_revoked_missing_or_wrong_key_is_401(org, hold_id, method, path, body) -> None:
+def test_a_revoked_missing_or_wrong_key_is_401(
+    org: Organization, hold_id: int, method: str, path: str, body: Any
+) -> None:
     raw = issue(org)
     ApiKey.objects.filter(hashed_key=ApiKey.hash(raw)).update(revoked_at=timezone.now())
     before = ledger_state(org)
@@ -408,7 +422,7 @@ def test_a_revoked_missing_or_wrong_key_is_401(org, hold_id, method, path, body)
     assert ledger_state(org) == before
 
 
-def test_a_key_revoked_after_many_requests_is_refused_on_its_next(org) -> None:
+def test_a_key_revoked_after_many_requests_is_refused_on_its_next(org: Organization) -> None:
     raw = issue(org)
     assert [call("get", "credits/balance", raw).status_code for _ in range(5)] == [200] * 5
     ApiKey.objects.filter(hashed_key=ApiKey.hash(raw)).update(revoked_at=timezone.now())
@@ -429,7 +443,9 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize(("path", "raw"), MALFORMED)
-def test_a_malformed_body_is_422_and_changes_nothing(org, key, hold_id, path, raw) -> None:
+def test_a_malformed_body_is_422_and_changes_nothing(
+    org: Organization, key: str, hold_id: int, path: str, raw: str
+) -> None:
     before = ledger_state(org)
     response = call("post", path.format(hold=hold_id), key, raw=raw, idempotency_key="same")
     assert response.status_code == 422
@@ -438,14 +454,16 @@ def test_a_malformed_body_is_422_and_changes_nothing(org, key, hold_id, path, ra
     assert ledger_state(org) == before
 
 
-def test_malformed_gauges_are_422_and_change_nothing(org, key) -> None:
+def test_malformed_gauges_are_422_and_change_nothing(org: Organization, key: str) -> None:
     response = call("put", "gauges", key, {"storage_bytes": -1})
     assert response.status_code == 422
     org.refresh_from_db()
     assert org.storage_bytes == 0
 
 
-def test_a_key_over_its_rate_limit_gets_429_with_retry_after(org, key, settings) -> None:
+def test_a_key_over_its_rate_limit_gets_429_with_retry_after(
+    org: Organization, key: str, settings: Settings
+) -> None:
     settings.API_RATE_LIMIT = 3
     assert [call("get", "pricing", key).status_code for _ in range(3)] == [200] * 3
     response = call("get", "pricing", key)
@@ -456,7 +474,9 @@ def test_a_key_over_its_rate_limit_gets_429_with_retry_after(org, key, settings)
     assert call("get", "pricing", issue(org)).status_code == 200
 
 
-def test_a_keys_rate_count_is_one_count_across_threads(org, key, settings) -> None:
+def test_a_keys_rate_count_is_one_count_across_threads(
+    org: Organization, key: str, settings: Settings
+) -> None:
     """A gthread worker's threads (and every worker) add to the same count, or a key could
     exceed its limit."""
     settings.API_RATE_LIMIT = 4
@@ -469,7 +489,9 @@ def test_a_keys_rate_count_is_one_count_across_threads(org, key, settings) -> No
     assert call("get", "pricing", key).status_code == 429
 
 
-def test_counting_goes_on_when_redis_has_closed_its_connections(org, key, settings) -> None:
+def test_counting_goes_on_when_redis_has_closed_its_connections(
+    org: Organization, key: str, settings: Settings
+) -> None:
     """A restart of Redis closes every client connection; the count reconnects instead of
     failing the request."""
     backend = caches["default"]
@@ -487,7 +509,7 @@ def test_counting_goes_on_when_redis_has_closed_its_connections(org, key, settin
     assert [call("get", "pricing", key).status_code for _ in range(3)] == [200, 200, 429]
 
 
-def test_using_a_key_records_when_it_was_last_used(org, key) -> None:
+def test_using_a_key_records_when_it_was_last_used(org: Organization, key: str) -> None:
     api_key = ApiKey.objects.get(hashed_key=ApiKey.hash(key))
     assert api_key.last_used_at is None
     call("get", "credits/balance", key)
@@ -495,7 +517,7 @@ def test_using_a_key_records_when_it_was_last_used(org, key) -> None:
     assert api_key.last_used_at is not None
 
 
-def test_openapi_schema_is_served(db) -> None:
+def test_openapi_schema_is_served(db: None) -> None:
     schema = Client().get("/api/v1/openapi.json").json()
     assert {
         "/api/v1/credits/balance",
@@ -505,7 +527,7 @@ def test_openapi_schema_is_served(db) -> None:
     } <= set(schema["paths"])
 
 
-def test_an_idempotency_key_used_for_a_debit_cannot_open_a_hold(org, key) -> None:
+def test_an_idempotency_key_used_for_a_debit_cannot_open_a_hold(org: Organization, key: str) -> None:
     call("post", "debits", key, {"operation": "image_inference", "quantity": 2}, idempotency_key="k")
     response = call(
         "post", "holds", key, {"operation": "image_inference", "quantity": 2}, idempotency_key="k"
@@ -515,7 +537,7 @@ def test_an_idempotency_key_used_for_a_debit_cannot_open_a_hold(org, key) -> Non
     assert not Hold.objects.filter(account=org.account).exists()
 
 
-def test_a_refused_key_is_free_for_another_request(org, key) -> None:
+def test_a_refused_key_is_free_for_another_request(org: Organization, key: str) -> None:
     refused = call(
         "post", "debits", key, {"operation": "training_h100_per_minute", "quantity": 100}, idempotency_key="k"
     )
@@ -527,7 +549,7 @@ def test_a_refused_key_is_free_for_another_request(org, key) -> None:
     assert smaller.json()["amount"] == -120
 
 
-def test_a_hold_expires_after_its_ttl(org, key) -> None:
+def test_a_hold_expires_after_its_ttl(org: Organization, key: str) -> None:
     hold = call(
         "post", "holds", key, {"operation": "image_inference", "quantity": 5, "ttl_seconds": 120}
     ).json()
@@ -535,14 +557,14 @@ def test_a_hold_expires_after_its_ttl(org, key) -> None:
     assert (stored.expires_at - stored.created_at).total_seconds() == 120
 
 
-def test_a_method_an_endpoint_does_not_take_is_405_in_the_error_shape(key) -> None:
+def test_a_method_an_endpoint_does_not_take_is_405_in_the_error_shape(key: str) -> None:
     response = call("delete", "credits/balance", key)
     assert response.status_code == 405
     assert error(response)["code"] == "method_not_allowed"
     assert response["Allow"] == "GET"
 
 
-def test_an_unknown_endpoint_is_404_in_the_error_shape(key) -> None:
+def test_an_unknown_endpoint_is_404_in_the_error_shape(key: str) -> None:
     response = call("get", "credits/balances", key)
     assert response.status_code == 404
     assert error(response)["code"] == "not_found"

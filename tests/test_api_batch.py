@@ -32,7 +32,7 @@ def test_each_posting_of_a_batch_answers_as_its_endpoint_would(org: Organization
     alone, together = issue(twin), issue(org)
     held = postings.reserve(org.account, 100, key="h", operation="image_inference")
     twin_held = postings.reserve(twin.account, 100, key="h", operation="image_inference")
-    items = [
+    items: list[tuple[str, dict[str, Any] | None, str, str]] = [
         ("debits", {"operation": "image_inference", "quantity": 30, "job": JOB}, "k1", "debit"),
         ("debits", {"operation": "image_inference", "quantity": 10**6}, "k2", "debit"),  # 402
         ("debits", {"operation": "no_such_op", "quantity": 1}, "k3", "debit"),  # 422

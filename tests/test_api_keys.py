@@ -9,18 +9,21 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django.urls import reverse
 
-from billing.models import ApiKey
+from billing.models import ApiKey, Organization
 
 pytestmark = pytest.mark.django_db
 
 
-def keys_url(org) -> str:  # type: ignore[no-untyped-def]
+def keys_url(org: Organization) -> str:
     return reverse("api_keys", args=[org.slug])
 
 
-def test_manager_creates_a_key_that_is_shown_once_and_stored_hashed(manager_client, org) -> None:
-    response = manager_client.post(keys_url(org), {"name": "job-runner",
-                                                   "scopes": ["account:read", "usage:write"]})
+def test_manager_creates_a_key_that_is_shown_once_and_stored_hashed(
+    manager_client: Client, org: Organization
+) -> None:
+    response = manager_client.post(
+        keys_url(org), {"name": "job-runner", "scopes": ["account:read", "usage:write"]}
+    )
     assert response.status_code == 200
     raw = response.context["raw_key"]
     assert raw.startswith("tly_") and raw in response.text
@@ -36,13 +39,13 @@ def test_manager_creates_a_key_that_is_shown_once_and_stored_hashed(manager_clie
     assert "ago" in manager_client.get(keys_url(org)).text  # last used just now
 
 
-def test_a_key_needs_a_name_and_a_scope(manager_client, org) -> None:
+def test_a_key_needs_a_name_and_a_scope(manager_client: Client, org: Organization) -> None:
     response = manager_client.post(keys_url(org), {"name": "", "scopes": []})
     assert response.status_code == 422
     assert not ApiKey.objects.exists()
 
 
-def test_manager_revokes_a_key_and_it_stops_working(manager_client, org) -> None:
+def test_manager_revokes_a_key_and_it_stops_working(manager_client: Client, org: Organization) -> None:
     key, raw = ApiKey.issue(org, name="old", scopes=["account:read"])
     response = manager_client.post(reverse("revoke_api_key", args=[org.slug, key.pk]), follow=True)
     assert "Revoked old" in response.text
@@ -50,7 +53,7 @@ def test_manager_revokes_a_key_and_it_stops_working(manager_client, org) -> None
     assert manager_client.get(reverse("revoke_api_key", args=[org.slug, key.pk])).status_code == 405
 
 
-def test_member_cannot_open_or_revoke_api_keys(member_client, org) -> None:
+def test_member_cannot_open_or_revoke_api_keys(member_client: Client, org: Organization) -> None:
     key, _ = ApiKey.issue(org, name="k", scopes=["account:read"])
     assert member_client.get(keys_url(org)).status_code == 403
     assert member_client.post(keys_url(org), {"name": "x", "scopes": ["usage:write"]}).status_code == 403
@@ -59,7 +62,9 @@ def test_member_cannot_open_or_revoke_api_keys(member_client, org) -> None:
     assert key.revoked_at is None and ApiKey.objects.count() == 1
 
 
-def test_other_organization_cannot_see_or_revoke_keys(outsider_client, org, other_org) -> None:
+def test_other_organization_cannot_see_or_revoke_keys(
+    outsider_client: Client, org: Organization, other_org: Organization
+) -> None:
     key, _ = ApiKey.issue(org, name="k", scopes=["account:read"])
     assert outsider_client.get(keys_url(org)).status_code == 404
     assert outsider_client.post(reverse("revoke_api_key", args=[org.slug, key.pk])).status_code == 404
@@ -69,32 +74,45 @@ def test_other_organization_cannot_see_or_revoke_keys(outsider_client, org, othe
     assert key.revoked_at is None
 
 
-def test_anonymous_is_sent_to_sign_in(org) -> None:
+def test_anonymous_is_sent_to_sign_in(org: Organization) -> None:
     response = Client().get(keys_url(org))
     assert response.status_code == 302 and reverse("login") in response["Location"]
 
 
-def test_profile_menu_links_api_keys_for_managers_only(manager_client, member_client, org) -> None:
+def test_profile_menu_links_api_keys_for_managers_only(
+    manager_client: Client, member_client: Client, org: Organization
+) -> None:
     page = reverse("organization", args=[org.slug])
     assert f'href="{keys_url(org)}"' in manager_client.get(page).text
     assert f'href="{keys_url(org)}"' not in member_client.get(page).text
 
 
-def test_create_api_key_prints_a_working_key_once(org) -> None:
+def test_create_api_key_prints_a_working_key_once(org: Organization) -> None:
     out = io.StringIO()
-    call_command("create_api_key", "--org", org.slug, "--scopes", "account:read,usage:write",
-                 "--name", "ci", stdout=out, stderr=io.StringIO())
+    call_command(
+        "create_api_key",
+        "--org",
+        org.slug,
+        "--scopes",
+        "account:read,usage:write",
+        "--name",
+        "ci",
+        stdout=out,
+        stderr=io.StringIO(),
+    )
     raw = out.getvalue().strip()
     key = ApiKey.objects.get(organization=org)
-    assert (key.name, key.scopes, key.hashed_key) == ("ci", ["account:read", "usage:write"],
-                                                       ApiKey.hash(raw))
-    response = Client().post("/api/v1/debits", data={"operation": "image_inference", "quantity": 3},
-                             content_type="application/json",
-                             headers={"Authorization": f"Bearer {raw}"})
+    assert (key.name, key.scopes, key.hashed_key) == ("ci", ["account:read", "usage:write"], ApiKey.hash(raw))
+    response = Client().post(
+        "/api/v1/debits",
+        data={"operation": "image_inference", "quantity": 3},
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {raw}"},
+    )
     assert response.status_code == 201
 
 
-def test_create_api_key_refuses_unknown_scopes_and_organizations(org) -> None:
+def test_create_api_key_refuses_unknown_scopes_and_organizations(org: Organization) -> None:
     with pytest.raises(CommandError, match="Scopes must be among"):
         call_command("create_api_key", "--org", org.slug, "--scopes", "admin")
     with pytest.raises(CommandError, match="No organization"):

@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 
 import pytest
+from django.contrib.auth.models import User
+from playwright.sync_api import Page
 
+from billing.models import Organization
 from tests.billing_helpers import make_invoice
 from tests.conftest import sign_in
 from tests.factories import PASSWORD
@@ -14,19 +17,21 @@ from tests.factories import PASSWORD
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def _open_billing(page, org) -> None:  # type: ignore[no-untyped-def]
+def _open_billing(page: Page, org: Organization) -> None:
     page.goto(f"/orgs/{org.slug}/")
     page.click("details.profile-menu summary")
     page.locator(".menu-links").get_by_role("link", name="Billing").click()
     page.wait_for_url(f"**/orgs/{org.slug}/billing/")
 
 
-def _buy_standard(page) -> None:  # type: ignore[no-untyped-def]
+def _buy_standard(page: Page) -> None:
     page.get_by_test_id("pack-standard").get_by_role("button", name="Buy 1,000 credits").click()
     page.wait_for_url("**/billing/checkout/local_cs_*/")
 
 
-def test_manager_buys_a_standard_pack(page, org, manager, screenshot_dir) -> None:
+def test_manager_buys_a_standard_pack(
+    page: Page, org: Organization, manager: User, screenshot_dir: str
+) -> None:
     make_invoice(org)
     sign_in(page, manager.username, PASSWORD)
     _open_billing(page, org)
@@ -61,7 +66,7 @@ def test_manager_buys_a_standard_pack(page, org, manager, screenshot_dir) -> Non
     page.screenshot(path=os.path.join(screenshot_dir, "invoice-print.png"), full_page=True)
 
 
-def test_cancelled_checkout_changes_nothing(page, org, manager) -> None:
+def test_cancelled_checkout_changes_nothing(page: Page, org: Organization, manager: User) -> None:
     sign_in(page, manager.username, PASSWORD)
     _open_billing(page, org)
     _buy_standard(page)

@@ -9,7 +9,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from billing.models import CreditPack, Purchase, PurchaseStatus
+from billing.models import CreditPack, Organization, Purchase, PurchaseStatus
 from ledger import postings
 from ledger.models import LotSource
 from tests.billing_helpers import make_invoice, make_purchase
@@ -18,7 +18,7 @@ from tests.factories import make_org
 pytestmark = pytest.mark.django_db
 
 
-def test_billing_page_shows_credits_plan_and_next_reset(manager_client, org) -> None:
+def test_billing_page_shows_credits_plan_and_next_reset(manager_client: Client, org: Organization) -> None:
     postings.reserve(org.account, 300, key="hold-1", operation="training_a100_per_minute")
     response = manager_client.get(reverse("billing", args=[org.slug]))
     assert response.status_code == 200
@@ -34,10 +34,16 @@ def test_billing_page_shows_credits_plan_and_next_reset(manager_client, org) -> 
     assert first_of_next.strftime("%B %Y") in text.split('data-testid="next-reset"')[1][:200]
 
 
-def test_billing_page_lists_lots_with_their_expiry(manager_client, org) -> None:
+def test_billing_page_lists_lots_with_their_expiry(manager_client: Client, org: Organization) -> None:
     expires = timezone.now() + dt.timedelta(days=10)
-    postings.post_top_up(org.account, 2_000, key="promo", source=LotSource.PROMOTIONAL,
-                         operation="promotional_grant", expires_at=expires)
+    postings.post_top_up(
+        org.account,
+        2_000,
+        key="promo",
+        source=LotSource.PROMOTIONAL,
+        operation="promotional_grant",
+        expires_at=expires,
+    )
     text = manager_client.get(reverse("billing", args=[org.slug])).text
     lots = text.split('data-testid="lots"')[1].split("</table>")[0]
     # Soonest expiry first: the promotion, then the purchased credits that never expire.
@@ -46,7 +52,9 @@ def test_billing_page_lists_lots_with_their_expiry(manager_client, org) -> None:
     assert "Never" in lots
 
 
-def test_packs_show_prices_from_the_data_and_enterprise_is_contact_us(manager_client, org) -> None:
+def test_packs_show_prices_from_the_data_and_enterprise_is_contact_us(
+    manager_client: Client, org: Organization
+) -> None:
     CreditPack.objects.filter(slug="standard").update(price_cents=1_750, currency="EUR")
     text = manager_client.get(reverse("billing", args=[org.slug])).text
     standard = text.split('data-testid="pack-standard"')[1].split("</article>")[0]
@@ -57,7 +65,7 @@ def test_packs_show_prices_from_the_data_and_enterprise_is_contact_us(manager_cl
     assert "Contact us" in enterprise and "mailto:" in enterprise and "<form" not in enterprise
 
 
-def test_billing_history_lists_invoices_and_payments(manager_client, org) -> None:
+def test_billing_history_lists_invoices_and_payments(manager_client: Client, org: Organization) -> None:
     make_invoice(org)
     make_purchase(org, status=PurchaseStatus.PAID)
     make_purchase(org, status=PurchaseStatus.CANCELLED, session_id="local_cs_cancelled")
@@ -70,7 +78,7 @@ def test_billing_history_lists_invoices_and_payments(manager_client, org) -> Non
     assert "Paid" in payments and "Cancelled" in payments
 
 
-def test_invoice_page_is_printable(manager_client, org) -> None:
+def test_invoice_page_is_printable(manager_client: Client, org: Organization) -> None:
     make_invoice(org)
     response = manager_client.get(reverse("invoice", args=[org.slug, "INV-2025-10-0001"]))
     assert response.status_code == 200
@@ -81,13 +89,16 @@ def test_invoice_page_is_printable(manager_client, org) -> None:
     assert "Print or save as PDF" in text and "no-print" in text
 
 
-def test_invoice_of_another_organization_is_not_found(manager_client, org, other_org) -> None:
+def test_invoice_of_another_organization_is_not_found(
+    manager_client: Client, org: Organization, other_org: Organization
+) -> None:
     make_invoice(other_org, number="INV-OTHER-1")
     assert manager_client.get(reverse("invoice", args=[org.slug, "INV-OTHER-1"])).status_code == 404
 
 
-def test_manager_menu_links_to_billing_and_member_menu_does_not(manager_client, member_client,
-                                                                  org) -> None:
+def test_manager_menu_links_to_billing_and_member_menu_does_not(
+    manager_client: Client, member_client: Client, org: Organization
+) -> None:
     billing_url = reverse("billing", args=[org.slug])
     assert billing_url in manager_client.get(reverse("organization", args=[org.slug])).text
     assert billing_url not in member_client.get(reverse("organization", args=[org.slug])).text
@@ -95,7 +106,8 @@ def test_manager_menu_links_to_billing_and_member_menu_does_not(manager_client, 
 
 # --- Every page and action: members 403, other organizations 404, GET-only actions 405 ---
 
-def _pages(org, purchase: Purchase) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+
+def _pages(org: Organization, purchase: Purchase) -> list[tuple[str, str]]:
     slug, session = org.slug, purchase.provider_session_id
     return [
         ("get", reverse("billing", args=[slug])),
@@ -110,7 +122,9 @@ def _pages(org, purchase: Purchase) -> list[tuple[str, str]]:  # type: ignore[no
 
 
 @pytest.mark.parametrize("index", range(8))
-def test_member_is_forbidden_every_billing_page_and_action(member_client, org, index: int) -> None:
+def test_member_is_forbidden_every_billing_page_and_action(
+    member_client: Client, org: Organization, index: int
+) -> None:
     purchase = make_purchase(org)
     method, url = _pages(org, purchase)[index]
     make_invoice(org)
@@ -124,7 +138,7 @@ def test_member_is_forbidden_every_billing_page_and_action(member_client, org, i
 
 @pytest.mark.parametrize("index", range(8))
 def test_other_organization_gets_not_found_for_every_billing_page_and_action(
-    outsider_client, org, index: int
+    outsider_client: Client, org: Organization, index: int
 ) -> None:
     purchase = make_purchase(org)
     make_invoice(org)
@@ -136,7 +150,7 @@ def test_other_organization_gets_not_found_for_every_billing_page_and_action(
 
 
 @pytest.mark.parametrize("index", range(8))
-def test_signed_out_visitor_is_sent_to_sign_in(org, index: int) -> None:
+def test_signed_out_visitor_is_sent_to_sign_in(org: Organization, index: int) -> None:
     purchase = make_purchase(org)
     method, url = _pages(org, purchase)[index]
     response = getattr(Client(), method)(url)
@@ -144,14 +158,14 @@ def test_signed_out_visitor_is_sent_to_sign_in(org, index: int) -> None:
 
 
 @pytest.mark.parametrize("name", ["buy_pack", "checkout_pay", "checkout_cancel"])
-def test_actions_refuse_get(manager_client, org, name: str) -> None:
+def test_actions_refuse_get(manager_client: Client, org: Organization, name: str) -> None:
     purchase = make_purchase(org)
     arg = "standard" if name == "buy_pack" else purchase.provider_session_id
     assert manager_client.get(reverse(name, args=[org.slug, arg])).status_code == 405
     assert Purchase.objects.count() == 1
 
 
-def test_checkout_of_another_organization_is_not_found(manager_client, org) -> None:
+def test_checkout_of_another_organization_is_not_found(manager_client: Client, org: Organization) -> None:
     elsewhere = make_org("standard")
     purchase = make_purchase(elsewhere)
     url = reverse("checkout", args=[org.slug, purchase.provider_session_id])

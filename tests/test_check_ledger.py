@@ -14,12 +14,16 @@ from tests.ledger_helpers import new_account
 pytestmark = pytest.mark.django_db
 
 
-def test_seed_demo_is_clean_and_running_it_twice_changes_nothing(capsys) -> None:  # type: ignore[no-untyped-def]
+def test_seed_demo_is_clean_and_running_it_twice_changes_nothing(capsys: pytest.CaptureFixture[str]) -> None:
     call_command("seed_demo")
     out = capsys.readouterr().out
     assert "demo-standard-manager" in out and "demo-password" in out
     assert set(Organization.objects.values_list("slug", flat=True)) >= {
-        "demo-free", "demo-standard", "demo-pro", "demo-enterprise"}
+        "demo-free",
+        "demo-standard",
+        "demo-pro",
+        "demo-enterprise",
+    }
     balances = list(Account.objects.order_by("id").values_list("balance", "held"))
     counts = (Entry.objects.count(), Lot.objects.count(), balances)
     call_command("check_ledger")
@@ -40,7 +44,9 @@ def test_check_ledger_names_every_break() -> None:
             "INSERT INTO ledger_entry (account_id, kind, operation, amount, balance_after, "
             "refund_of_expired, memo, created_at, local_date) "
             "SELECT account_id, 'debit', 'rogue', -10, 95, 0, '', created_at, local_date "
-            "FROM ledger_entry WHERE account_id = %s", [account.pk])
+            "FROM ledger_entry WHERE account_id = %s",
+            [account.pk],
+        )
     with pytest.raises(CommandError, match="break"):
         call_command("check_ledger")
     from ledger.checks import account_breaks

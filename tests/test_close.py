@@ -48,8 +48,9 @@ def test_statements_hold_the_identity_and_carry_the_balance_forward() -> None:
         )
         assert statement.brought_forward == previous_closing
         previous_closing = statement.closing_balance
-        rollups = DailyRollup.objects.filter(account=org.account, date__gte=statement.period,
-                                             date__lt=add_months(statement.period, 1))
+        rollups = DailyRollup.objects.filter(
+            account=org.account, date__gte=statement.period, date__lt=add_months(statement.period, 1)
+        )
         assert statement.days.count() == rollups.count() > 0
         assert statement.closing_balance == rollups.order_by("-date").first().balance  # type: ignore[union-attr]
         assert statement.credits_used == sum(r.credits_used for r in rollups)
@@ -78,8 +79,7 @@ def test_standard_credits_expire_at_month_end_and_the_close_renews() -> None:
     assert expiry.created_at == close_at and expiry.local_date == second
     # The promotion went first (sooner expiry); the subscription lot's unused rest expires.
     assert -expiry.amount == 10_000 + 300 - 1_400 + 175
-    renewal = Entry.objects.get(account=org.account, operation="subscription_renewal",
-                                created_at=close_at)
+    renewal = Entry.objects.get(account=org.account, operation="subscription_renewal", created_at=close_at)
     assert renewal.amount == 10_000
     assert Lot.objects.get(entry=renewal).expires_at == month_start(add_months(second, 1), org.tzinfo)
     post_month(org, second, debits=1)  # its renewal was the close's: a keyed no-op now
@@ -96,25 +96,41 @@ def test_professional_credits_roll_over_for_three_months() -> None:
     backdate(org, month_start(first, org.tzinfo))
     post_month(org, first, debits=1)
     closing.close_organization_month(org, first, now=month_start(second, org.tzinfo))
-    subscription_lot = Lot.objects.get(account=org.account, source=LotSource.SUBSCRIPTION,
-                                       entry__created_at=month_start(first, org.tzinfo))
+    subscription_lot = Lot.objects.get(
+        account=org.account, source=LotSource.SUBSCRIPTION, entry__created_at=month_start(first, org.tzinfo)
+    )
     assert not subscription_lot.expired and subscription_lot.remaining > 0
     assert subscription_lot.expires_at == month_start(add_months(first, 3), org.tzinfo)
-    assert not Entry.objects.filter(account=org.account, kind=EntryKind.EXPIRY,
-                                    operation="expiry", memo__startswith="subscription").exists()
+    assert not Entry.objects.filter(
+        account=org.account, kind=EntryKind.EXPIRY, operation="expiry", memo__startswith="subscription"
+    ).exists()
 
 
-def test_invoice_has_the_plan_fee_and_the_packs_paid_that_month(manager) -> None:  # noqa: ARG001
+def test_invoice_has_the_plan_fee_and_the_packs_paid_that_month(manager: User) -> None:  # noqa: ARG001
     org = _org_with_history(months=1)
     (period,) = past_months(org, 1)
     pack = CreditPack.objects.get(slug="standard")
     inside = month_start(period, org.tzinfo) + dt.timedelta(days=5)
     for paid_at in (inside, inside + dt.timedelta(days=40)):  # the second is next month's
-        Purchase.objects.create(organization=org, pack=pack, credits=1_000, price_cents=1_500,
-                                currency="USD", provider="local", status=PurchaseStatus.PAID,
-                                paid_at=paid_at)
-    Purchase.objects.create(organization=org, pack=pack, credits=1_000, price_cents=1_500,
-                            currency="USD", provider="local", status=PurchaseStatus.FAILED)
+        Purchase.objects.create(
+            organization=org,
+            pack=pack,
+            credits=1_000,
+            price_cents=1_500,
+            currency="USD",
+            provider="local",
+            status=PurchaseStatus.PAID,
+            paid_at=paid_at,
+        )
+    Purchase.objects.create(
+        organization=org,
+        pack=pack,
+        credits=1_000,
+        price_cents=1_500,
+        currency="USD",
+        provider="local",
+        status=PurchaseStatus.FAILED,
+    )
     (closed,) = closing.close_organization(org)
     invoice = closed.invoice
     assert invoice is not None and invoice.period == period
@@ -131,8 +147,9 @@ def test_missed_months_are_caught_up_in_order() -> None:
     assert closing.months_to_close(org) == past_months(org, 3)
     assert org.pk in closing.organizations_due()
     closing.close_organization(org)
-    periods = list(Statement.objects.filter(account=org.account).order_by("pk")
-                   .values_list("period", flat=True))
+    periods = list(
+        Statement.objects.filter(account=org.account).order_by("pk").values_list("period", flat=True)
+    )
     assert periods == past_months(org, 3)
     assert closing.months_to_close(org) == []
     assert org.pk not in closing.organizations_due()
@@ -160,8 +177,11 @@ def test_a_broken_ledger_does_not_hold_back_the_rest_of_its_batch() -> None:
     assert good.invoices.count() == 1
     assert not Statement.objects.filter(account=broken.account).exists()
     assert not broken.invoices.exists()
-    assert not Entry.objects.filter(account=broken.account, operation="subscription_renewal",
-                                    created_at__gte=timezone.now() - dt.timedelta(minutes=5)).exists()
+    assert not Entry.objects.filter(
+        account=broken.account,
+        operation="subscription_renewal",
+        created_at__gte=timezone.now() - dt.timedelta(minutes=5),
+    ).exists()
 
 
 def test_closing_a_closed_month_changes_nothing() -> None:
@@ -181,8 +201,12 @@ def test_the_database_refuses_a_second_statement_for_a_month() -> None:
     statement = closed.statement
     with pytest.raises(IntegrityError), transaction.atomic():
         Statement.objects.create(
-            account=org.account, period=statement.period, starts_at=statement.starts_at,
-            ends_at=statement.ends_at, brought_forward=0, closing_balance=0,
+            account=org.account,
+            period=statement.period,
+            starts_at=statement.starts_at,
+            ends_at=statement.ends_at,
+            brought_forward=0,
+            closing_balance=0,
         )
 
 

@@ -42,20 +42,28 @@ def _twin(slug: str, plan: str = "standard", time_zone: str = "Europe/Berlin") -
 
 
 def _snapshot() -> tuple[int, int, int, int]:
-    return (Entry.objects.count(), Statement.objects.count(), Invoice.objects.count(),
-            sum(Account.objects.values_list("balance", flat=True)))
+    return (
+        Entry.objects.count(),
+        Statement.objects.count(),
+        Invoice.objects.count(),
+        sum(Account.objects.values_list("balance", flat=True)),
+    )
 
 
 def test_hourly_fan_out_closes_each_organization_on_a_worker() -> None:
-    orgs = [_twin("fan-standard"), _twin("fan-pro", "professional", "America/New_York"),
-            _twin("fan-tokyo", "standard", "Asia/Tokyo")]
+    orgs = [
+        _twin("fan-standard"),
+        _twin("fan-pro", "professional", "America/New_York"),
+        _twin("fan-tokyo", "standard", "Asia/Tokyo"),
+    ]
     with celery_worker(concurrency=2):
         assert tasks.close_due_months.delay().get(timeout=60) == 3
         wait_for(lambda: Statement.objects.count() == 6, timeout=60)
         assert tasks.close_due_months.delay().get(timeout=60) == 0  # nothing left to close
     for org in orgs:
-        periods = list(Statement.objects.filter(account=org.account).order_by("pk")
-                       .values_list("period", flat=True))
+        periods = list(
+            Statement.objects.filter(account=org.account).order_by("pk").values_list("period", flat=True)
+        )
         assert periods == past_months(org)  # oldest first
         assert org.invoices.count() == 2
     assert ledger_breaks() == []
@@ -109,9 +117,11 @@ def test_stale_holds_are_released_once_by_the_periodic_task() -> None:
     org = make_org("standard", credits=5_000)
     long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
     for n in range(6):
-        postings.reserve(org.account, 500, key=f"hold-{n}", operation="training_a10g_per_minute",
-                         now=long_ago)
+        postings.reserve(
+            org.account, 500, key=f"hold-{n}", operation="training_a10g_per_minute", now=long_ago
+        )
     fresh = postings.reserve(org.account, 400, key="fresh", operation="training_a10g_per_minute")
+    assert fresh.hold_id is not None
     org.account.refresh_from_db()
     assert org.account.available == 5_000 - 3_400
     with celery_worker(concurrency=2):
@@ -128,7 +138,8 @@ def _waiting_on(table: str) -> bool:
     with psycopg.connect(database_url(), autocommit=True) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-            "WHERE c.relname = %s AND NOT l.granted", [table]
+            "WHERE c.relname = %s AND NOT l.granted",
+            [table],
         ).fetchone()
     return bool(row and row[0])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 
 import pytest
@@ -65,7 +66,7 @@ def test_reserve_settle_release_and_debits_mixed_never_overspend() -> None:
                 pass
         return spent
 
-    results = in_threads([lambda s=s: worker(s) for s in range(THREADS)])
+    results = in_threads([functools.partial(worker, s) for s in range(THREADS)])
     assert all(isinstance(r, int) for r in results), [r for r in results if not isinstance(r, int)]
     account.refresh_from_db()
     assert account.balance == 5_000 - sum(results)  # type: ignore[arg-type]

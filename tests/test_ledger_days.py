@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from ledger import postings
-from ledger.models import DailyRollup, Entry
+from ledger.models import DailyRollup, Entry, LotSource
 from tests.ledger_helpers import assert_clean, key, new_account
 
 pytestmark = [pytest.mark.ledger, pytest.mark.django_db]
@@ -25,8 +25,8 @@ def test_a_late_debit_on_the_last_day_counts_on_the_local_day(time_zone: str, lo
         account,
         500,
         key=key(),
-        source="purchase",
-        operation="pack",  # type: ignore[arg-type]
+        source=LotSource.PURCHASE,
+        operation="pack",
         now=LAST_EVENING_UTC - dt.timedelta(days=3),
     )
     postings.debit(account, 120, key=key(), operation="training_h100_per_minute", now=LAST_EVENING_UTC)
@@ -46,7 +46,7 @@ def test_the_rollup_keeps_each_days_totals_and_closing_balance() -> None:
         account,
         1_000,
         key=key(),
-        source="subscription",  # type: ignore[arg-type]
+        source=LotSource.SUBSCRIPTION,
         operation="subscription_renewal",
         now=day,
     )

@@ -4,6 +4,7 @@ and a hold as a promise."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 import pytest
 from django.db import connection, transaction
@@ -71,12 +72,13 @@ def test_settling_up_to_the_hold_never_fails_when_its_lots_expire_first() -> Non
     account = new_account()
     top_up(account, 100, source=LotSource.PROMOTIONAL, expires_at=NOW + dt.timedelta(hours=1), now=NOW)
     hold = postings.reserve(account, 80, key=key(), operation="op", now=NOW)
+    assert hold.hold_id is not None
     later = NOW + dt.timedelta(hours=2)
     # The sweep expires what the hold does not stand on, and keeps the 80 it does.
     gone = postings.expire_lots(account, now=later)
     assert [entry.amount for entry in gone] == [-20]
     assert (account.balance, account.held) == (80, 80)
-    receipt = postings.settle(account, hold.hold_id, 80, key=key(), now=later)  # type: ignore[arg-type]
+    receipt = postings.settle(account, hold.hold_id, 80, key=key(), now=later)
     assert (receipt.amount, receipt.balance, receipt.held) == (-80, 0, 0)
     assert_clean(account)
 
@@ -86,8 +88,9 @@ def test_what_a_hold_stood_on_expires_when_it_is_settled_for_less() -> None:
     account = new_account()
     top_up(account, 100, source=LotSource.PROMOTIONAL, expires_at=NOW + dt.timedelta(hours=1), now=NOW)
     hold = postings.reserve(account, 60, key=key(), operation="op", now=NOW)
+    assert hold.hold_id is not None
     later = NOW + dt.timedelta(hours=2)
-    receipt = postings.settle(account, hold.hold_id, 25, key=key(), now=later)  # type: ignore[arg-type]
+    receipt = postings.settle(account, hold.hold_id, 25, key=key(), now=later)
     assert (receipt.balance, receipt.held, receipt.available) == (0, 0, 0)
     kinds = list(Entry.objects.filter(account=account).order_by("id").values_list("kind", "amount"))
     # 40 expire before the settle (the hold stands on 60), the settle takes 25, the 35 left
@@ -121,6 +124,7 @@ def test_a_hold_on_expiring_credits_leaves_nothing_else_to_spend() -> None:
 def test_a_batch_posts_any_kinds_on_any_accounts_each_standing_alone() -> None:
     first, second = new_account(100), new_account(50)
     hold = postings.reserve(first, 30, key=key(), operation="op")
+    assert hold.hold_id is not None
     postings.debit(second, 5, key="used-before", operation="op", job=postings.JobInfo("j-0"))
     results = postings.post_batch(
         [
@@ -128,9 +132,9 @@ def test_a_batch_posts_any_kinds_on_any_accounts_each_standing_alone() -> None:
                 second.pk, key=key(), amount=20, operation="op", job=postings.JobInfo("j-1")
             ),
             postings.Posting.debit(first.pk, key=key(), amount=500, operation="op"),  # refused alone
-            postings.Posting.settle(first.pk, hold.hold_id, key=key(), amount=10),  # type: ignore[arg-type]
+            postings.Posting.settle(first.pk, hold.hold_id, key=key(), amount=10),
             postings.Posting.refund(second.pk, "j-1", 4, key=key(), operation="refund"),
-            postings.Posting.release(first.pk, hold.hold_id, key=key()),  # type: ignore[arg-type]
+            postings.Posting.release(first.pk, hold.hold_id, key=key()),
             postings.Posting.debit(second.pk, key="used-before", amount=6, operation="op"),
             postings.Posting.settle(first.pk, 10**12, key=key(), amount=1),
             postings.Posting.debit(first.pk, key=key(), operation="no_such_price", quantity=1),
@@ -182,7 +186,7 @@ def test_batches_locking_the_same_accounts_in_opposite_orders_never_deadlock() -
         )
 
     results = in_threads(
-        [lambda n=n: batch(accounts if n % 2 else accounts[::-1]) for n in range(16)], workers=16
+        [functools.partial(batch, accounts if n % 2 else accounts[::-1]) for n in range(16)], workers=16
     )
     assert all(isinstance(r, list) for r in results), results
     for account in accounts:

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 from django.utils import timezone
 
 from ledger import postings
-from ledger.models import Entry, EntryKind, Hold, HoldStatus
+from ledger.models import Account, Entry, EntryKind, Hold, HoldStatus
 from tests.ledger_helpers import assert_clean, in_threads, key, new_account
 
 pytestmark = pytest.mark.ledger
 
 
-def _hold(account, amount: int = 100, **kw) -> int:  # type: ignore[no-untyped-def]
+def _hold(account: Account, amount: int = 100, **kw: Any) -> int:
     receipt = postings.reserve(account, amount, key=key(), operation="training_a10g_per_minute", **kw)
     assert receipt.hold_id is not None
     return receipt.hold_id

@@ -28,7 +28,7 @@ def test_one_key_sent_ten_times_at_once_posts_once_with_ten_identical_results() 
         workers=10,
     )
     assert all(isinstance(r, postings.Receipt) for r in results), results
-    assert len(set(results)) == 1  # type: ignore[arg-type]
+    assert len(set(results)) == 1
     assert Entry.objects.filter(account=account, kind=EntryKind.DEBIT).count() == 1
     account.refresh_from_db()
     assert account.balance == 880

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from ledger import postings
-from ledger.models import Entry, EntryKind, Lot, LotDraw, LotSource
+from ledger.models import Account, Entry, EntryKind, Lot, LotDraw, LotSource
 from tests.ledger_helpers import assert_clean, key, new_account, top_up
 
 pytestmark = [pytest.mark.ledger, pytest.mark.django_db]
@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.ledger, pytest.mark.django_db]
 NOW = timezone.now()
 
 
-def _lots(account):  # type: ignore[no-untyped-def]
+def _lots(account: Account) -> dict[str, int]:
     return {
         lot.source + (f"@{lot.expires_at:%d}" if lot.expires_at else ""): lot.remaining
         for lot in Lot.objects.filter(account=account)
@@ -146,6 +146,7 @@ def test_a_negative_adjustment_is_a_new_entry_drawing_on_lots() -> None:
     account = new_account(100)
     receipt = postings.adjust(account, -30, key=key(), memo="duplicate grant")
     assert (receipt.amount, receipt.balance) == (-30, 70)
+    assert receipt.entry_id is not None
     entry = Entry.objects.get(pk=receipt.entry_id)
     assert (entry.kind, entry.memo) == (EntryKind.ADJUSTMENT, "duplicate grant")
     assert_clean(account)

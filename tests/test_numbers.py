@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import pytest
+from django.http import StreamingHttpResponse
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -100,7 +101,8 @@ def _page(client: Client, org: Organization, period: dt.date) -> dict[dt.date, D
 
 def _csv(client: Client, org: Organization, period: dt.date) -> tuple[dict[dt.date, Day], dict[dt.date, int]]:
     response = client.get(reverse("usage_export", args=[org.slug]), {"period": f"{period:%Y-%m}"})
-    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))[1:]
+    assert isinstance(response, StreamingHttpResponse)
+    rows = list(csv.reader(io.StringIO(response.getvalue().decode())))[1:]
     days: dict[dt.date, Day] = {}
     jobs: dict[dt.date, int] = {}
     for row in rows:

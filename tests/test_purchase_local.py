@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
+from django.contrib.auth.models import User
+from django.test import Client
 from django.urls import reverse
 
-from billing.models import Purchase, PurchaseStatus
+from billing.models import Organization, Purchase, PurchaseStatus
 from ledger.models import Entry, Lot, LotSource
+
+if TYPE_CHECKING:
+    from django.test.client import _MonkeyPatchedWSGIResponse as Response
 
 pytestmark = pytest.mark.django_db
 
 
-def _buy(client, org, pack: str = "standard"):  # type: ignore[no-untyped-def]
+def _buy(client: Client, org: Organization, pack: str = "standard") -> Response:
     return client.post(reverse("buy_pack", args=[org.slug, pack]))
 
 
-def test_buying_a_pack_opens_the_test_checkout(manager_client, manager, org) -> None:
+def test_buying_a_pack_opens_the_test_checkout(
+    manager_client: Client, manager: User, org: Organization
+) -> None:
     response = _buy(manager_client, org)
     purchase = Purchase.objects.get()
     assert response.status_code == 302
     assert response["Location"] == reverse("checkout", args=[org.slug, purchase.provider_session_id])
     assert (purchase.status, purchase.credits, purchase.price_cents, purchase.currency) == (
-        PurchaseStatus.PENDING, 1_000, 1_500, "USD")
+        PurchaseStatus.PENDING,
+        1_000,
+        1_500,
+        "USD",
+    )
     assert purchase.buyer == manager and purchase.provider == "local"
     page = manager_client.get(response["Location"]).text
     assert 'data-testid="checkout-total">$15.00<' in page
@@ -30,16 +43,18 @@ def test_buying_a_pack_opens_the_test_checkout(manager_client, manager, org) -> 
     assert org.account.balance == 5_000  # nothing until paid
 
 
-def test_paying_credits_a_never_expiring_purchase_lot(manager_client, org) -> None:
+def test_paying_credits_a_never_expiring_purchase_lot(manager_client: Client, org: Organization) -> None:
     _buy(manager_client, org)
     session = Purchase.objects.get()
-    response = manager_client.post(reverse("checkout_pay", args=[org.slug, session.provider_session_id]),
-                                   follow=True)
+    response = manager_client.post(
+        reverse("checkout_pay", args=[org.slug, session.provider_session_id]), follow=True
+    )
     assert response.redirect_chain[-1][0] == reverse("billing", args=[org.slug])
     assert "Payment received: 1,000 credits were added." in response.text
     assert 'data-testid="billing-remaining">6,000<' in response.text
     purchase = Purchase.objects.get()
     assert purchase.status == PurchaseStatus.PAID and purchase.paid_at is not None
+    assert purchase.provider_payment_id is not None
     assert purchase.provider_payment_id.startswith("local_pi_")
     entry = Entry.objects.filter(account=org.account).latest("id")
     assert (entry.operation, entry.amount) == ("credit_pack_standard", 1_000)
@@ -47,7 +62,7 @@ def test_paying_credits_a_never_expiring_purchase_lot(manager_client, org) -> No
     assert lot.source == LotSource.PURCHASE and lot.expires_at is None
 
 
-def test_paying_twice_credits_once(manager_client, org) -> None:
+def test_paying_twice_credits_once(manager_client: Client, org: Organization) -> None:
     _buy(manager_client, org, "professional")
     purchase = Purchase.objects.get()
     pay = reverse("checkout_pay", args=[org.slug, purchase.provider_session_id])
@@ -58,18 +73,20 @@ def test_paying_twice_credits_once(manager_client, org) -> None:
     assert Entry.objects.filter(account=org.account, operation="credit_pack_professional").count() == 1
 
 
-def test_cancelling_the_checkout_credits_nothing(manager_client, org) -> None:
+def test_cancelling_the_checkout_credits_nothing(manager_client: Client, org: Organization) -> None:
     _buy(manager_client, org)
     purchase = Purchase.objects.get()
-    response = manager_client.post(reverse("checkout_cancel", args=[org.slug, purchase.provider_session_id]),
-                                   follow=True)
+    response = manager_client.post(
+        reverse("checkout_cancel", args=[org.slug, purchase.provider_session_id]), follow=True
+    )
     assert "Checkout cancelled. Nothing was charged." in response.text
     assert 'data-testid="billing-remaining">5,000<' in response.text
     purchase.refresh_from_db()
     assert purchase.status == PurchaseStatus.CANCELLED
     # Paying a cancelled checkout afterwards (a second tab) still credits nothing.
-    response = manager_client.post(reverse("checkout_pay", args=[org.slug, purchase.provider_session_id]),
-                                   follow=True)
+    response = manager_client.post(
+        reverse("checkout_pay", args=[org.slug, purchase.provider_session_id]), follow=True
+    )
     assert "This checkout was closed; nothing was charged." in response.text
     org.account.refresh_from_db()
     assert org.account.balance == 5_000
@@ -79,7 +96,7 @@ def test_cancelling_the_checkout_credits_nothing(manager_client, org) -> None:
     assert 'data-testid="checkout-closed">This checkout is cancelled.<' in closed
 
 
-def test_enterprise_allocation_cannot_be_bought_online(manager_client, org) -> None:
+def test_enterprise_allocation_cannot_be_bought_online(manager_client: Client, org: Organization) -> None:
     response = _buy(manager_client, org, "enterprise")
     assert response.status_code == 302
     assert Purchase.objects.count() == 0
@@ -87,6 +104,6 @@ def test_enterprise_allocation_cannot_be_bought_online(manager_client, org) -> N
     assert "arranged with our sales team" in page
 
 
-def test_unknown_pack_is_not_found(manager_client, org) -> None:
+def test_unknown_pack_is_not_found(manager_client: Client, org: Organization) -> None:
     assert _buy(manager_client, org, "platinum").status_code == 404
     assert Purchase.objects.count() == 0

@@ -21,6 +21,8 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
+from playwright.sync_api import Page
+from pytest_django import Settings
 
 from billing.models import Organization, Role
 from tests.close_helpers import database_url
@@ -156,7 +158,7 @@ def test_check_deploy_names_the_development_secret_key() -> None:
 
 
 @pytest.mark.django_db
-def test_https_redirect_spares_the_health_check(settings) -> None:  # type: ignore[no-untyped-def]
+def test_https_redirect_spares_the_health_check(settings: Settings) -> None:
     settings.SECURE_SSL_REDIRECT, settings.SECURE_HSTS_SECONDS = True, 31_536_000
     login = Client().get(reverse("login"))
     assert login.status_code == 301 and login["Location"] == "https://testserver/accounts/login/"
@@ -249,7 +251,7 @@ def test_the_error_page_style_is_allowed_by_its_hash() -> None:
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_pages_work_in_a_browser_without_a_csp_violation(page) -> None:  # type: ignore[no-untyped-def]
+def test_pages_work_in_a_browser_without_a_csp_violation(page: Page) -> None:
     org = make_org("standard", credits=5_000)
     run_job(org, "job-1", 90, timezone.now(), name="nightly-finetune")
     manager = make_user(org, Role.MANAGER)

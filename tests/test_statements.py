@@ -10,6 +10,7 @@ import pytest
 from django.db import DatabaseError, connection, transaction
 
 from billing import closing
+from billing.models import Organization
 from ledger import postings
 from ledger.checks import account_breaks
 from ledger.models import Entry, Statement, StatementDay
@@ -24,7 +25,7 @@ DECEMBER = dt.date(2026, 12, 1)
 UTC = zoneinfo.ZoneInfo("UTC")
 
 
-def _closed_november(time_zone: str = "UTC"):  # type: ignore[no-untyped-def]
+def _closed_november(time_zone: str = "UTC") -> Organization:
     org = make_org("standard", time_zone=time_zone)
     backdate(org, month_start(NOVEMBER, org.tzinfo))
     post_month(org, NOVEMBER)
@@ -54,7 +55,7 @@ def test_the_database_refuses_to_change_a_statement(statement: str) -> None:
     assert account_breaks(org.account) == []
 
 
-def _tampered(org, sql: str) -> list[str]:  # type: ignore[no-untyped-def]
+def _tampered(org: Organization, sql: str) -> list[str]:
     """What check_ledger says after ``sql`` changed a statement past its trigger (as only a
     superuser could)."""
     with connection.cursor() as cursor:

@@ -4,15 +4,20 @@ and what it costs in queries."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
+from collections.abc import Callable
 
 import pytest
+from django.contrib.auth.models import User
 from django.db import connection
+from django.http import HttpResponseBase, StreamingHttpResponse
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from pytest_django import DjangoAssertNumQueries
 
-from billing.models import GB, Role
+from billing.models import GB, Organization, Role
 from ledger.models import Statement, StatementDay
 from ledger.periods import add_months, month_bounds
 from tests.factories import make_org, make_user
@@ -23,64 +28,65 @@ pytestmark = pytest.mark.django_db
 HEADER = "row_type,date,top_ups,credits_used,balance,experiment,project,user,resource_class"
 
 
-def usage_url(org, **params) -> str:  # type: ignore[no-untyped-def]
+def usage_url(org: Organization, **params: object) -> str:
     query = "&".join(f"{key}={value}" for key, value in params.items())
     return reverse("usage", args=[org.slug]) + (f"?{query}" if query else "")
 
 
-def export_url(org, period) -> str:  # type: ignore[no-untyped-def]
+def export_url(org: Organization, period: dt.date) -> str:
     return reverse("usage_export", args=[org.slug]) + f"?period={period:%Y-%m}"
 
 
-def client_for(user) -> Client:  # type: ignore[no-untyped-def]
+def client_for(user: User) -> Client:
     client = Client()
     client.force_login(user)
     return client
 
 
-def read_csv(response) -> list[list[str]]:  # type: ignore[no-untyped-def]
-    body = b"".join(response.streaming_content).decode()
+def read_csv(response: HttpResponseBase) -> list[list[str]]:
+    assert isinstance(response, StreamingHttpResponse)
+    body = response.getvalue().decode()
     return list(csv.reader(io.StringIO(body)))
 
 
 # --- Who may see it ----------------------------------------------------------------------
 
 
-def test_manager_opens_usage(manager_client, org) -> None:
+def test_manager_opens_usage(manager_client: Client, org: Organization) -> None:
     response = manager_client.get(usage_url(org))
     assert response.status_code == 200
     assert "Billing period - Current month" in response.text
 
 
-def test_member_cannot_open_usage(member_client, org) -> None:
+def test_member_cannot_open_usage(member_client: Client, org: Organization) -> None:
     assert member_client.get(usage_url(org)).status_code == 403
 
 
-def test_member_cannot_export_ledger(member_client, org) -> None:
+def test_member_cannot_export_ledger(member_client: Client, org: Organization) -> None:
     assert member_client.get(export_url(org, this_month(org))).status_code == 403
 
 
-def test_member_cannot_expand_a_day(member_client, org) -> None:
+def test_member_cannot_expand_a_day(member_client: Client, org: Organization) -> None:
     day = this_month(org).isoformat()
     assert member_client.get(reverse("usage_day", args=[org.slug, day])).status_code == 403
 
 
-def test_other_organizations_manager_gets_not_found(outsider_client, org) -> None:
+def test_other_organizations_manager_gets_not_found(outsider_client: Client, org: Organization) -> None:
     assert outsider_client.get(usage_url(org)).status_code == 404
     assert outsider_client.get(export_url(org, this_month(org))).status_code == 404
 
 
-def test_anonymous_is_sent_to_sign_in(org) -> None:
+def test_anonymous_is_sent_to_sign_in(org: Organization) -> None:
     response = Client().get(usage_url(org))
     assert response.status_code == 302
     assert reverse("login") in response["Location"]
 
 
-def test_usage_refuses_post(manager_client, org) -> None:
+def test_usage_refuses_post(manager_client: Client, org: Organization) -> None:
     assert manager_client.post(usage_url(org)).status_code == 405
 
 
-def test_unknown_period_is_not_found(manager_client, org) -> None:
+def test_unknown_period_is_not_found(manager_client: Client, org: Organization) -> None:
     future = add_months(this_month(org), 1)
     before_any_activity = add_months(this_month(org), -6)
     assert manager_client.get(usage_url(org, period=f"{future:%Y-%m}")).status_code == 404
@@ -89,7 +95,9 @@ def test_unknown_period_is_not_found(manager_client, org) -> None:
 
 
 @pytest.mark.parametrize("period", ["2026-13", "march", "2026-3", "2026-03-01"])
-def test_malformed_period_is_a_clear_bad_request(manager_client, org, period) -> None:
+def test_malformed_period_is_a_clear_bad_request(
+    manager_client: Client, org: Organization, period: str
+) -> None:
     response = manager_client.get(usage_url(org, period=period))
     assert response.status_code == 400
     assert "YYYY-MM" in response.text
@@ -100,7 +108,7 @@ def test_malformed_period_is_a_clear_bad_request(manager_client, org, period) ->
 # --- Plan usage ----------------------------------------------------------------------------
 
 
-def test_four_plan_bars_with_their_labels(manager_client, org) -> None:
+def test_four_plan_bars_with_their_labels(manager_client: Client, org: Organization) -> None:
     org.storage_bytes = int(41.5 * GB)
     org.deployments = 3
     org.save()
@@ -114,7 +122,7 @@ def test_four_plan_bars_with_their_labels(manager_client, org) -> None:
     assert 'aria-valuenow="5000"' in text and 'aria-valuemax="10000"' in text
 
 
-def test_bars_turn_to_warning_colour_near_the_limit(manager_client, org) -> None:
+def test_bars_turn_to_warning_colour_near_the_limit(manager_client: Client, org: Organization) -> None:
     org.deployments = 4
     org.storage_bytes = 50 * GB
     org.save()
@@ -139,7 +147,7 @@ def test_enterprise_shows_unlimited_credits_and_storage_without_cap() -> None:
     assert "GB of" not in text
 
 
-def test_menu_shows_manager_the_mini_bars_and_usage_link(manager_client, org) -> None:
+def test_menu_shows_manager_the_mini_bars_and_usage_link(manager_client: Client, org: Organization) -> None:
     text = manager_client.get(reverse("organization", args=[org.slug])).text
     assert f'href="{usage_url(org)}"' in text
     for kind in ("credits", "storage", "deployments"):
@@ -147,7 +155,7 @@ def test_menu_shows_manager_the_mini_bars_and_usage_link(manager_client, org) ->
     assert 'data-testid="menu-gauge-seats"' not in text
 
 
-def test_member_never_sees_the_usage_link(member_client, org) -> None:
+def test_member_never_sees_the_usage_link(member_client: Client, org: Organization) -> None:
     text = member_client.get(reverse("organization", args=[org.slug])).text
     assert usage_url(org) not in text
     assert "menu-gauge" not in text
@@ -156,7 +164,7 @@ def test_member_never_sees_the_usage_link(member_client, org) -> None:
 # --- The day table -------------------------------------------------------------------------
 
 
-def test_day_table_lists_days_newest_first(manager_client) -> None:
+def test_day_table_lists_days_newest_first(manager_client: Client) -> None:
     org = make_org("standard")
     manager = make_user(org, Role.MANAGER)
     period = last_month(org)
@@ -177,10 +185,18 @@ def test_empty_state_when_nothing_happened() -> None:
     assert "No usage data found." in text
 
 
-def test_expanding_a_day_loads_its_jobs(manager_client, org) -> None:
+def test_expanding_a_day_loads_its_jobs(manager_client: Client, org: Organization) -> None:
     when = at(org, this_month(org), 1, 0, 30)
-    run_job(org, "ext-1", 120, when, name="shelf-train-0001", project="shelf-detector",
-            user="grace@example.com", resource_class="h100")
+    run_job(
+        org,
+        "ext-1",
+        120,
+        when,
+        name="shelf-train-0001",
+        project="shelf-detector",
+        user="grace@example.com",
+        resource_class="h100",
+    )
     run_job(org, "ext-1", 30, when.replace(minute=40), name="shelf-train-0001")
     run_job(org, "ext-2", 50, when.replace(minute=50), name="catalog-images-0002", resource_class="a10g")
     day = when.date().isoformat()
@@ -194,7 +210,9 @@ def test_expanding_a_day_loads_its_jobs(manager_client, org) -> None:
     assert response.text.index("shelf-train-0001") < response.text.index("catalog-images-0002")
 
 
-def test_day_link_without_javascript_opens_the_day_in_the_page(manager_client, org) -> None:
+def test_day_link_without_javascript_opens_the_day_in_the_page(
+    manager_client: Client, org: Organization
+) -> None:
     when = at(org, this_month(org), 1, 0, 30)
     run_job(org, "ext-1", 120, when, name="nightly-finetune")
     day = when.date().isoformat()
@@ -205,13 +223,13 @@ def test_day_link_without_javascript_opens_the_day_in_the_page(manager_client, o
     assert "nightly-finetune" in page.text
 
 
-def test_a_day_outside_any_period_is_not_found(manager_client, org) -> None:
+def test_a_day_outside_any_period_is_not_found(manager_client: Client, org: Organization) -> None:
     far = add_months(this_month(org), -12).isoformat()
     assert manager_client.get(reverse("usage_day", args=[org.slug, far])).status_code == 404
     assert manager_client.get(reverse("usage_day", args=[org.slug, "yesterday"])).status_code == 400
 
 
-def test_period_switch_with_htmx_swaps_only_the_period(manager_client) -> None:
+def test_period_switch_with_htmx_swaps_only_the_period(manager_client: Client) -> None:
     org = make_org("standard")
     manager = make_user(org, Role.MANAGER)
     period = last_month(org)
@@ -229,29 +247,48 @@ def test_period_switch_with_htmx_swaps_only_the_period(manager_client) -> None:
 # --- Past months -------------------------------------------------------------------------
 
 
-def test_closed_month_shows_its_statement(manager_client) -> None:
+def test_closed_month_shows_its_statement(manager_client: Client) -> None:
     org = make_org("standard")
     manager = make_user(org, Role.MANAGER)
     period = last_month(org)
     starts_at, ends_at = month_bounds(period, org.tzinfo)
     statement = Statement.objects.create(
-        account=org.account, period=period, starts_at=starts_at, ends_at=ends_at, brought_forward=1_200,
-        top_ups_purchase=5_000, debits=3_100, expired=400, closing_balance=2_700,
+        account=org.account,
+        period=period,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        brought_forward=1_200,
+        top_ups_purchase=5_000,
+        debits=3_100,
+        expired=400,
+        closing_balance=2_700,
     )
-    StatementDay.objects.create(statement=statement, date=period.replace(day=7), top_ups_purchase=5_000,
-                                debits=3_100, expired=400, balance=2_700)
+    StatementDay.objects.create(
+        statement=statement,
+        date=period.replace(day=7),
+        top_ups_purchase=5_000,
+        debits=3_100,
+        expired=400,
+        balance=2_700,
+    )
     top_up(org, 10, at(org, period, 7))  # so the month is in the list
     text = client_for(manager).get(usage_url(org, period=f"{period:%Y-%m}")).text
-    for label, figure in [("Balance brought forward", "1,200"), ("Top-ups", "+5,000"),
-                          ("Purchased packs", "5,000"), ("Credits used", "&minus;3,500"), ("Debits", "3,100"),
-                          ("Expired", "400"), ("Closing balance", "2,700")]:
+    for label, figure in [
+        ("Balance brought forward", "1,200"),
+        ("Top-ups", "+5,000"),
+        ("Purchased packs", "5,000"),
+        ("Credits used", "&minus;3,500"),
+        ("Debits", "3,100"),
+        ("Expired", "400"),
+        ("Closing balance", "2,700"),
+    ]:
         assert f'{label}</th><td class="num">{figure}<' in text
     assert "refunds" not in text
     assert f"Statement for {period:%B %Y}" in text
     assert ">3,500<" in text  # the frozen day: 3,100 used plus 400 expired
 
 
-def test_past_month_without_statement_is_computed_from_the_ledger(manager_client) -> None:
+def test_past_month_without_statement_is_computed_from_the_ledger(manager_client: Client) -> None:
     org = make_org("standard")
     manager = make_user(org, Role.MANAGER)
     period = last_month(org)
@@ -262,14 +299,19 @@ def test_past_month_without_statement_is_computed_from_the_ledger(manager_client
     refund(org, "job-a", 100, at(org, period, 3, 10))
     text = client_for(manager).get(usage_url(org, period=f"{period:%Y-%m}")).text
     assert "computed from the ledger" in text
-    for label, figure in [("Balance brought forward", "300"), ("Top-ups", "+1,000"),
-                          ("Credits used", "&minus;300"), ("Debits", "400"), ("less refunds", "&minus;100"),
-                          ("Closing balance", "1,000")]:
+    for label, figure in [
+        ("Balance brought forward", "300"),
+        ("Top-ups", "+1,000"),
+        ("Credits used", "&minus;300"),
+        ("Debits", "400"),
+        ("less refunds", "&minus;100"),
+        ("Closing balance", "1,000"),
+    ]:
         assert f'{label}</th><td class="num">{figure}<' in text
     assert "Expired" not in text
 
 
-def test_chart_draws_a_bar_per_day(manager_client) -> None:
+def test_chart_draws_a_bar_per_day(manager_client: Client) -> None:
     org = make_org("standard")
     manager = make_user(org, Role.MANAGER)
     period = last_month(org)
@@ -283,7 +325,7 @@ def test_chart_draws_a_bar_per_day(manager_client) -> None:
 # --- CSV export ----------------------------------------------------------------------------
 
 
-def ledger_month(org):  # type: ignore[no-untyped-def]
+def ledger_month(org: Organization) -> dt.date:
     period = last_month(org)
     top_up(org, 2_000, at(org, period, 1))
     run_job(org, "a", 300, at(org, period, 1, 10), name="shelf-train", project="shelf", user="ada")
@@ -295,7 +337,9 @@ def ledger_month(org):  # type: ignore[no-untyped-def]
     return period
 
 
-def test_csv_has_the_exact_header_and_a_file_name_with_slug_and_period(manager_client, org) -> None:
+def test_csv_has_the_exact_header_and_a_file_name_with_slug_and_period(
+    manager_client: Client, org: Organization
+) -> None:
     response = manager_client.get(export_url(org, this_month(org)))
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/csv")
@@ -303,7 +347,7 @@ def test_csv_has_the_exact_header_and_a_file_name_with_slug_and_period(manager_c
     assert read_csv(response)[0] == HEADER.split(",")
 
 
-def test_csv_day_rows_add_up_and_balances_chain(manager_client) -> None:
+def test_csv_day_rows_add_up_and_balances_chain(manager_client: Client) -> None:
     org = make_org("standard")
     period = ledger_month(org)
     rows = read_csv(client_for(make_user(org, Role.MANAGER)).get(export_url(org, period)))[1:]
@@ -315,7 +359,7 @@ def test_csv_day_rows_add_up_and_balances_chain(manager_client) -> None:
         if row[0] != "day":
             continue
         jobs = []
-        for following in rows[index + 1:]:
+        for following in rows[index + 1 :]:
             if following[0] == "day":
                 break
             jobs.append(following)
@@ -328,12 +372,22 @@ def test_csv_day_rows_add_up_and_balances_chain(manager_client) -> None:
     assert day_two[3] == "-80"  # a refund on a later day gives credits back: a negative number
 
 
-def test_csv_cells_are_neutralized_against_formula_injection(manager_client, org) -> None:
+def test_csv_cells_are_neutralized_against_formula_injection(
+    manager_client: Client, org: Organization
+) -> None:
     when = at(org, this_month(org), 1, 0, 30)
     nasty = ["=1+2", "+cmd", "-2+3", "@SUM(A1)", "\tTAB", "\rCR"]
     for number, text in enumerate(nasty):
-        run_job(org, f"nasty-{number}", 10 + number, when.replace(minute=number), name=text,
-                project=text, user=text, resource_class=text)
+        run_job(
+            org,
+            f"nasty-{number}",
+            10 + number,
+            when.replace(minute=number),
+            name=text,
+            project=text,
+            user=text,
+            resource_class=text,
+        )
     rows = read_csv(manager_client.get(export_url(org, this_month(org))))
     jobs = {row[5]: row for row in rows if row[0] == "job"}
     for text in nasty:
@@ -353,13 +407,15 @@ def test_csv_negative_numbers_stay_numbers() -> None:
 # --- What it costs -----------------------------------------------------------------------
 
 
-def count_queries(fn) -> int:  # type: ignore[no-untyped-def]
+def count_queries(fn: Callable[[], object]) -> int:
     with CaptureQueriesContext(connection) as queries:
         fn()
     return len(queries)
 
 
-def test_page_expansion_and_export_take_fixed_queries_however_much_data(django_assert_num_queries) -> None:
+def test_page_expansion_and_export_take_fixed_queries_however_much_data(
+    django_assert_num_queries: DjangoAssertNumQueries,
+) -> None:
     small, large = make_org("standard"), make_org("professional")
     period = last_month(small)
     busy_month(small, period, days=1, jobs_per_day=1)

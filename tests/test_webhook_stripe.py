@@ -8,18 +8,23 @@ import hmac
 import json
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import pytest
 from django.db import connections
 from django.test import Client
 from django.urls import reverse
+from pytest_django import Settings
 
 from billing.models import CreditPack, Organization, Purchase, PurchaseStatus
 from ledger.models import Entry, Lot, LotSource
+
+if TYPE_CHECKING:
+    from django.test.client import _MonkeyPatchedWSGIResponse as Response
 
 SECRET = "whsec_test_4eC39HqLyjWDarjtT1zdp7dc"
 SESSION_ID = "cs_test_a1B2c3D4e5F6g7H8i9J0"
@@ -27,7 +32,7 @@ PAYMENT_ID = "pi_3QabcdEFghIJklMN0aBcDeFg"
 
 
 @pytest.fixture(autouse=True)
-def stripe_settings(settings):  # type: ignore[no-untyped-def]
+def stripe_settings(settings: Settings) -> Settings:
     settings.PAYMENT_PROVIDER = "stripe"
     settings.STRIPE_API_KEY = "sk_test_tally"
     settings.STRIPE_WEBHOOK_SECRET = SECRET
@@ -82,7 +87,7 @@ def sign(body: bytes, secret: str = SECRET, timestamp: int | None = None) -> str
     return f"t={t},v1={mac}"
 
 
-def deliver(client: Client, body: bytes, signature: str):  # type: ignore[no-untyped-def]
+def deliver(client: Client, body: bytes, signature: str) -> Response:
     return client.post(
         reverse("stripe_webhook"),
         data=body,
@@ -104,7 +109,7 @@ def balance(org: Organization) -> int:
 
 
 @pytest.mark.django_db
-def test_signed_completed_session_credits_the_pack(org) -> None:
+def test_signed_completed_session_credits_the_pack(org: Organization) -> None:
     purchase = stripe_purchase(org)
     body = session_event(purchase)
     response = deliver(Client(), body, sign(body))
@@ -117,7 +122,7 @@ def test_signed_completed_session_credits_the_pack(org) -> None:
 
 
 @pytest.mark.django_db
-def test_replayed_twenty_times_in_a_row_credits_once(org) -> None:
+def test_replayed_twenty_times_in_a_row_credits_once(org: Organization) -> None:
     purchase = stripe_purchase(org)
     body = session_event(purchase)
     client = Client()
@@ -128,7 +133,7 @@ def test_replayed_twenty_times_in_a_row_credits_once(org) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_replayed_ten_times_at_once_credits_once(org) -> None:
+def test_replayed_ten_times_at_once_credits_once(org: Organization) -> None:
     purchase = stripe_purchase(org)
     body = session_event(purchase)
     signature = sign(body)
@@ -137,7 +142,7 @@ def test_replayed_ten_times_at_once_credits_once(org) -> None:
     def one_delivery(_: int) -> int:
         try:
             start.wait()
-            return deliver(Client(), body, signature).status_code  # type: ignore[no-any-return]
+            return deliver(Client(), body, signature).status_code
         finally:
             connections.close_all()
 
@@ -151,7 +156,7 @@ def test_replayed_ten_times_at_once_credits_once(org) -> None:
 
 
 @pytest.mark.django_db
-def test_tampered_body_is_refused_and_changes_nothing(org) -> None:
+def test_tampered_body_is_refused_and_changes_nothing(org: Organization) -> None:
     purchase = stripe_purchase(org)
     body = session_event(purchase)
     signature = sign(body)
@@ -175,7 +180,7 @@ def test_tampered_body_is_refused_and_changes_nothing(org) -> None:
         lambda b: sign(b).replace("v1=", "v0="),
     ],
 )
-def test_bad_signature_is_refused_and_changes_nothing(org, signature: Any) -> None:
+def test_bad_signature_is_refused_and_changes_nothing(org: Organization, signature: Any) -> None:
     purchase = stripe_purchase(org)
     body = session_event(purchase)
     header = signature(body) if callable(signature) else signature
@@ -185,7 +190,7 @@ def test_bad_signature_is_refused_and_changes_nothing(org, signature: Any) -> No
 
 
 @pytest.mark.django_db
-def test_old_timestamp_is_refused(org) -> None:
+def test_old_timestamp_is_refused(org: Organization) -> None:
     purchase = stripe_purchase(org)
     body = session_event(purchase)
     assert deliver(Client(), body, sign(body, timestamp=int(time.time()) - 301)).status_code == 400
@@ -196,7 +201,7 @@ def test_old_timestamp_is_refused(org) -> None:
 
 
 @pytest.mark.django_db
-def test_any_valid_v1_signature_is_accepted(org) -> None:
+def test_any_valid_v1_signature_is_accepted(org: Organization) -> None:
     """While the endpoint secret is rolled, Stripe signs with the old and the new secret."""
     purchase = stripe_purchase(org)
     body = session_event(purchase)
@@ -208,12 +213,12 @@ def test_any_valid_v1_signature_is_accepted(org) -> None:
 
 
 @pytest.mark.django_db
-def test_webhook_refuses_get(org) -> None:
+def test_webhook_refuses_get(org: Organization) -> None:
     assert Client().get(reverse("stripe_webhook")).status_code == 405
 
 
 @pytest.mark.django_db
-def test_webhook_needs_no_csrf_token(org) -> None:
+def test_webhook_needs_no_csrf_token(org: Organization) -> None:
     purchase = stripe_purchase(org)
     body = session_event(purchase)
     client = Client(enforce_csrf_checks=True)
@@ -232,7 +237,9 @@ def test_webhook_needs_no_csrf_token(org) -> None:
         ("checkout.session.async_payment_failed", PurchaseStatus.FAILED),
     ],
 )
-def test_failed_or_expired_checkout_credits_nothing(org, kind: str, status: PurchaseStatus) -> None:
+def test_failed_or_expired_checkout_credits_nothing(
+    org: Organization, kind: str, status: PurchaseStatus
+) -> None:
     purchase = stripe_purchase(org)
     body = session_event(purchase, kind=kind, payment_status="unpaid")
     assert deliver(Client(), body, sign(body)).status_code == 200
@@ -246,7 +253,7 @@ def test_failed_or_expired_checkout_credits_nothing(org, kind: str, status: Purc
 
 
 @pytest.mark.django_db
-def test_completed_but_unpaid_waits_for_the_async_payment(org) -> None:
+def test_completed_but_unpaid_waits_for_the_async_payment(org: Organization) -> None:
     purchase = stripe_purchase(org)
     body = session_event(purchase, payment_status="unpaid")
     assert deliver(Client(), body, sign(body)).status_code == 200
@@ -258,7 +265,7 @@ def test_completed_but_unpaid_waits_for_the_async_payment(org) -> None:
 
 
 @pytest.mark.django_db
-def test_expiry_after_payment_keeps_the_purchase_paid(org) -> None:
+def test_expiry_after_payment_keeps_the_purchase_paid(org: Organization) -> None:
     purchase = stripe_purchase(org)
     paid = session_event(purchase)
     deliver(Client(), paid, sign(paid))
@@ -269,7 +276,7 @@ def test_expiry_after_payment_keeps_the_purchase_paid(org) -> None:
 
 
 @pytest.mark.django_db
-def test_event_for_an_unknown_session_is_acknowledged_and_ignored(org) -> None:
+def test_event_for_an_unknown_session_is_acknowledged_and_ignored(org: Organization) -> None:
     purchase = stripe_purchase(org)
     body = (
         session_event(purchase)
@@ -308,7 +315,7 @@ MALFORMED: dict[str, Any] = {
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("edit", MALFORMED.values(), ids=MALFORMED.keys())
-def test_signed_malformed_event_is_a_400_and_changes_nothing(org, edit: Any) -> None:
+def test_signed_malformed_event_is_a_400_and_changes_nothing(org: Organization, edit: Any) -> None:
     purchase = stripe_purchase(org)
     body = edited_event(purchase, edit)
     response = deliver(Client(), body, sign(body))
@@ -320,7 +327,9 @@ def test_signed_malformed_event_is_a_400_and_changes_nothing(org, edit: Any) -> 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("same_org", [True, False], ids=["same organization", "another organization"])
-def test_one_payment_for_two_purchases_credits_the_first_only(org, other_org, same_org: bool) -> None:
+def test_one_payment_for_two_purchases_credits_the_first_only(
+    org: Organization, other_org: Organization, same_org: bool
+) -> None:
     first = stripe_purchase(org)
     second = stripe_purchase(
         org if same_org else other_org, pack="professional", session_id="cs_test_b2C3d4E5f6G7h8I9j0K1"
@@ -356,7 +365,9 @@ MISMATCHED: dict[str, Any] = {
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("edit", MISMATCHED.values(), ids=MISMATCHED.keys())
-def test_session_that_does_not_match_the_purchase_is_logged_and_ignored(org, edit: Any, caplog) -> None:
+def test_session_that_does_not_match_the_purchase_is_logged_and_ignored(
+    org: Organization, edit: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     purchase = stripe_purchase(org, pack="professional")
     body = edited_event(purchase, edit)
     with caplog.at_level("WARNING", logger="billing.payments.stripe"):
@@ -368,7 +379,7 @@ def test_session_that_does_not_match_the_purchase_is_logged_and_ignored(org, edi
 
 
 @pytest.mark.django_db
-def test_expiry_of_an_unknown_session_leaves_the_purchase_open(org) -> None:
+def test_expiry_of_an_unknown_session_leaves_the_purchase_open(org: Organization) -> None:
     purchase = stripe_purchase(org)
     body = edited_event(
         purchase,
@@ -444,7 +455,7 @@ class FakeStripeApi(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def fake_stripe(stripe_settings):  # type: ignore[no-untyped-def]
+def fake_stripe(stripe_settings: Settings) -> Iterator[list[dict[str, Any]]]:
     FakeStripeApi.requests = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeStripeApi)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -456,7 +467,9 @@ def fake_stripe(stripe_settings):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.django_db
-def test_buying_a_pack_sends_the_manager_to_stripe_checkout(manager_client, org, fake_stripe) -> None:
+def test_buying_a_pack_sends_the_manager_to_stripe_checkout(
+    manager_client: Client, org: Organization, fake_stripe: list[dict[str, Any]]
+) -> None:
     response = manager_client.post(reverse("buy_pack", args=[org.slug, "professional"]))
     assert response.status_code == 302
     assert response["Location"].startswith(f"https://checkout.stripe.com/c/pay/{SESSION_ID}")
@@ -485,7 +498,7 @@ def test_buying_a_pack_sends_the_manager_to_stripe_checkout(manager_client, org,
 
 @pytest.mark.django_db
 def test_returning_before_the_webhook_says_payment_is_being_confirmed(
-    manager_client, org, fake_stripe
+    manager_client: Client, org: Organization, fake_stripe: list[dict[str, Any]]
 ) -> None:
     manager_client.post(reverse("buy_pack", args=[org.slug, "standard"]))
     purchase = Purchase.objects.get()
@@ -496,7 +509,7 @@ def test_returning_before_the_webhook_says_payment_is_being_confirmed(
 
 @pytest.mark.django_db
 def test_stripe_refusing_the_session_fails_the_purchase_and_charges_nothing(
-    manager_client, org, fake_stripe, stripe_settings
+    manager_client: Client, org: Organization, fake_stripe: list[dict[str, Any]], stripe_settings: Settings
 ) -> None:
     stripe_settings.STRIPE_API_KEY = "sk_test_revoked"
     response = manager_client.post(reverse("buy_pack", args=[org.slug, "standard"]), follow=True)

@@ -7,8 +7,9 @@ import csv
 import os
 
 import pytest
+from playwright.sync_api import Page
 
-from billing.models import GB, Membership, Role
+from billing.models import GB, Membership, Organization, Role
 from ledger.periods import add_months
 from tests.conftest import sign_in
 from tests.factories import PASSWORD, make_org, make_user
@@ -19,25 +20,39 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 HEADER = "row_type,date,top_ups,credits_used,balance,experiment,project,user,resource_class"
 
 
-def light_org():  # type: ignore[no-untyped-def]
+def light_org() -> Organization:
     org = make_org("standard", time_zone="America/New_York")
     org.storage_bytes, org.deployments = int(41.5 * GB), 3
     org.save()
     period = last_month(org)
     top_up(org, 10_000, at(org, period, 1, 0, 5))
     for day, credits in [(2, 420), (3, 180), (6, 960), (9, 300), (14, 610), (20, 240), (27, 515)]:
-        run_job(org, f"train-{day}", credits, at(org, period, day, 10), name=f"shelf-train-{day:04d}",
-                user="grace@example.com", resource_class="a10g")
-        run_job(org, f"images-{day}", credits // 4, at(org, period, day, 15),
-                name=f"catalog-images-{day:04d}", project="catalog-images", user="tim@example.com",
-                resource_class="imagen-fast")
+        run_job(
+            org,
+            f"train-{day}",
+            credits,
+            at(org, period, day, 10),
+            name=f"shelf-train-{day:04d}",
+            user="grace@example.com",
+            resource_class="a10g",
+        )
+        run_job(
+            org,
+            f"images-{day}",
+            credits // 4,
+            at(org, period, day, 15),
+            name=f"catalog-images-{day:04d}",
+            project="catalog-images",
+            user="tim@example.com",
+            resource_class="imagen-fast",
+        )
         if day == 6:
             refund(org, "train-6", 200, at(org, period, 6, 18))
     run_job(org, "today-1", 90, at(org, this_month(org), 1, 0, 30), name="nightly-finetune")
     return org
 
 
-def test_manager_reviews_usage_and_exports_the_ledger(page, screenshot_dir) -> None:
+def test_manager_reviews_usage_and_exports_the_ledger(page: Page, screenshot_dir: str) -> None:
     org = light_org()
     manager = make_user(org, Role.MANAGER)
     period = last_month(org)
@@ -50,10 +65,16 @@ def test_manager_reviews_usage_and_exports_the_ledger(page, screenshot_dir) -> N
     menu.get_by_role("link", name="Usage").click()
     page.wait_for_url(f"**/orgs/{org.slug}/usage/")
 
-    labels = [page.locator(".plan-usage").get_by_test_id(f"gauge-label-{kind}").inner_text()
-              for kind in ("credits", "storage", "deployments", "seats")]
-    assert labels == [f"{org.account.balance:,} of 10,000 training credits remaining",
-                      "41.5GB of 50GB storage used", "3 of 5 deployments used", "1 of 10 seats used"]
+    labels = [
+        page.locator(".plan-usage").get_by_test_id(f"gauge-label-{kind}").inner_text()
+        for kind in ("credits", "storage", "deployments", "seats")
+    ]
+    assert labels == [
+        f"{org.account.balance:,} of 10,000 training credits remaining",
+        "41.5GB of 50GB storage used",
+        "3 of 5 deployments used",
+        "1 of 10 seats used",
+    ]
     assert page.get_by_test_id("period-title").inner_text() == "Billing period - Current month"
 
     page.select_option("#period-select", f"{period:%Y-%m}")
@@ -71,7 +92,12 @@ def test_manager_reviews_usage_and_exports_the_ledger(page, screenshot_dir) -> N
     jobs.wait_for()
     assert "shelf-train-0006" in jobs.inner_text() and "catalog-images-0006" in jobs.inner_text()
     assert jobs.get_by_role("columnheader").all_inner_texts() == [
-        "NAME", "PROJECT", "USER", "RESOURCE", "CREDITS USED"]
+        "NAME",
+        "PROJECT",
+        "USER",
+        "RESOURCE",
+        "CREDITS USED",
+    ]
     page.screenshot(path=os.path.join(screenshot_dir, "usage-expanded.png"), full_page=True)
     page.get_by_test_id(f"day-toggle-{day}").click()
     assert jobs.is_hidden()
@@ -92,7 +118,7 @@ def test_manager_reviews_usage_and_exports_the_ledger(page, screenshot_dir) -> N
     assert sum(int(row[3]) for row in rows[1:] if row[0] == "job") == sum(int(row[3]) for row in days)
 
 
-def test_member_has_no_usage_link_and_is_refused(page) -> None:
+def test_member_has_no_usage_link_and_is_refused(page: Page) -> None:
     org = make_org("standard", credits=1_000)
     member = make_user(org, Role.MEMBER)
     sign_in(page, member.username, PASSWORD)
@@ -103,7 +129,7 @@ def test_member_has_no_usage_link_and_is_refused(page) -> None:
     assert response is not None and response.status == 403
 
 
-def test_screenshots_of_heavy_empty_and_enterprise_usage(page, screenshot_dir) -> None:
+def test_screenshots_of_heavy_empty_and_enterprise_usage(page: Page, screenshot_dir: str) -> None:
     heavy = make_org("professional")
     heavy.storage_bytes, heavy.deployments = 230 * GB, 19
     heavy.save()
@@ -122,8 +148,9 @@ def test_screenshots_of_heavy_empty_and_enterprise_usage(page, screenshot_dir) -
     page.goto(f"/orgs/{heavy.slug}/usage/?period={period:%Y-%m}")
     plan = page.locator(".plan-usage")
     assert plan.get_by_test_id("gauge-label-deployments").inner_text() == "19 of 20 deployments used"
-    assert "is-warning" in (page.get_by_test_id("gauge-deployments").locator("[role=progressbar]")
-                            .get_attribute("class") or "")
+    assert "is-warning" in (
+        page.get_by_test_id("gauge-deployments").locator("[role=progressbar]").get_attribute("class") or ""
+    )
     page.screenshot(path=os.path.join(screenshot_dir, "usage-heavy.png"), full_page=True)
 
     page.goto(f"/orgs/{empty.slug}/usage/")

@@ -1,5 +1,6 @@
 // The usage page's progressive enhancement: the export dialog and re-collapsing day rows.
-// Without this file the download icon downloads directly and day links reload the page.
+// Without this file the download icon downloads directly and each day's button submits its
+// form, reloading the page with that day open (or closed).
 document.addEventListener("click", (event) => {
   const opener = event.target.closest("[data-open-dialog]");
   if (opener) {
@@ -18,7 +19,7 @@ document.addEventListener("click", (event) => {
   }
   const toggle = event.target.closest("[data-day-toggle]");
   if (toggle) {
-    event.preventDefault();
+    event.preventDefault();  // no form submission: htmx loads the jobs, or they are here
     const row = document.getElementById(toggle.getAttribute("aria-controls"));
     if (row && row.dataset.loaded === "true") {
       const open = toggle.getAttribute("aria-expanded") === "true";

@@ -94,6 +94,13 @@ DATABASES = {
         conn_health_checks=envbool("DB_CONN_HEALTH_CHECKS", False),
     )
 }
+# Parameters bound by the server, so psycopg prepares the statements a connection runs
+# often (DB_PREPARE_THRESHOLD times; 0 never, as a transaction-pooling PgBouncer older than
+# 1.21 needs): PostgreSQL then plans the API's per-request queries once per connection.
+DATABASES["default"]["OPTIONS"] = {
+    "server_side_binding": envbool("DB_SERVER_SIDE_BINDING", True),
+    "prepare_threshold": envint("DB_PREPARE_THRESHOLD", 5) or None,
+}
 DATABASES["default"]["TEST"] = (
     {"NAME": os.environ.get("TEST_DATABASE_NAME")} if os.environ.get("TEST_DATABASE_NAME") else {}
 )

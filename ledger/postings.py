@@ -22,7 +22,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from ledger.models import Account, Entry, Hold, HoldStatus, KeySpace, Lot, LotSource
+from ledger.models import Account, Hold, HoldStatus, KeySpace, Lot, LotSource
 from ledger.signals import credits_changed
 
 DEFAULT_HOLD_TTL = dt.timedelta(hours=24)
@@ -130,6 +130,15 @@ class Receipt:
     entry_id: int | None = None
     hold_id: int | None = None
     forfeited: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Expiry:
+    """An expiry entry: what expired (a negative amount) of which lot."""
+
+    entry_id: int
+    lot_id: int
+    amount: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -380,12 +389,12 @@ def post_batch(postings: Sequence[Posting], now: dt.datetime | None = None) -> l
     ]
 
 
-def expire_lots(account: Account, now: dt.datetime | None = None) -> list[Entry]:
+def expire_lots(account: Account, now: dt.datetime | None = None) -> list[Expiry]:
     """Post one ``expiry`` entry per lot past its expiry, for what remained of it, except
     the credits pending holds stand on (they expire when the holds resolve)."""
-    entry_ids = _call("expire_lots", account.pk, now)
-    account.refresh_from_db(fields=["balance", "held"])
-    return list(Entry.objects.filter(pk__in=entry_ids).order_by("id"))
+    answer = _call("expire_lots", account.pk, now)
+    account.balance, account.held = answer["balance"], answer["held"]
+    return [Expiry(**expired) for expired in answer["expired"]]
 
 
 def expire_due_lots(now: dt.datetime | None = None) -> int:
@@ -398,7 +407,7 @@ def expire_due_lots(now: dt.datetime | None = None) -> int:
         .values_list("account_id", flat=True)
         .distinct()
     )
-    return sum(len(_call("expire_lots", account_id, moment)) for account_id in due)
+    return sum(len(_call("expire_lots", account_id, moment)["expired"]) for account_id in due)
 
 
 def release_expired_holds(now: dt.datetime | None = None) -> int:

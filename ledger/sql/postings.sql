@@ -327,12 +327,22 @@ $$;
 
 
 -- Expire what remains of the account's lots past their expiry (except what pending holds
--- stand on); returns the expiry entries' ids. Run by the month close and a periodic sweep.
+-- stand on). Run by the month close and a periodic sweep. Answers the expiries (entry,
+-- lot, amount) and the account's balance and held after them.
 CREATE FUNCTION ledger.expire_lots(p_account bigint, p_now timestamptz)
-RETURNS bigint[] LANGUAGE plpgsql AS $$
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    v_entries bigint[];
+    v_account ledger_account;
 BEGIN
     PERFORM ledger.lock_account(p_account);
-    RETURN ledger.expire_due(p_account, coalesce(p_now, clock_timestamp()));
+    v_entries := ledger.expire_due(p_account, coalesce(p_now, clock_timestamp()));
+    SELECT * INTO v_account FROM ledger_account WHERE id = p_account;
+    RETURN jsonb_build_object(
+        'expired', (SELECT coalesce(jsonb_agg(jsonb_build_object('entry_id', d.entry_id, 'lot_id', d.lot_id,
+                                                                 'amount', d.amount) ORDER BY d.entry_id), '[]')
+                      FROM ledger_lotdraw d WHERE d.entry_id = ANY(v_entries)),
+        'balance', v_account.balance, 'held', v_account.held);
 END;
 $$;
 

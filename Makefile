@@ -76,6 +76,7 @@ serve: venv
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
 test: venv services chromium lint

@@ -20,10 +20,12 @@ def setup_django(fresh: bool = True) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing.settings")
     if fresh:
         admin = base.rsplit("/", 1)[0] + "/postgres"
-        subprocess.run(["psql", admin, "-qc", f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"],
-                       check=True, capture_output=True)
-        subprocess.run(["psql", admin, "-qc", f"CREATE DATABASE {BENCH_DB}"], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["psql", admin, "-qc", f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(["psql", admin, "-qc", f"CREATE DATABASE {BENCH_DB}"], check=True, capture_output=True)
     import django
 
     django.setup()

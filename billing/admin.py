@@ -16,8 +16,16 @@ from billing.models import (
 
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ["name", "monthly_credits", "monthly_fee_cents", "rollover_months",
-                    "storage_limit_gb", "deployments_limit", "seats_limit", "audit_window_days"]
+    list_display = [
+        "name",
+        "monthly_credits",
+        "monthly_fee_cents",
+        "rollover_months",
+        "storage_limit_gb",
+        "deployments_limit",
+        "seats_limit",
+        "audit_window_days",
+    ]
 
 
 class MembershipInline(admin.TabularInline):  # type: ignore[type-arg]

@@ -75,10 +75,13 @@ def daily_chart(points: list[tuple[dt.date, int]]) -> BarChart:
     bars = []
     for index, (date, value) in enumerate(points):
         height = plot_height * max(value, 0) / top
-        bars.append(Bar(date, value, LEFT + index * slot + gap / 2, HEIGHT - BOTTOM - height,
-                        slot - gap, height))
-    gridlines = [Gridline(HEIGHT - BOTTOM - plot_height * share, short_number(int(top * share)))
-                 for share in (0, 0.5, 1)]
+        bars.append(
+            Bar(date, value, LEFT + index * slot + gap / 2, HEIGHT - BOTTOM - height, slot - gap, height)
+        )
+    gridlines = [
+        Gridline(HEIGHT - BOTTOM - plot_height * share, short_number(int(top * share)))
+        for share in (0, 0.5, 1)
+    ]
     ticked = [bar for bar in bars if bar.date.day == 1 or bar.date.day % 5 == 0]
     if bars and (not ticked or bars[-1].date.day - ticked[-1].date.day >= 3):
         ticked.append(bars[-1])

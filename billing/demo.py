@@ -68,16 +68,43 @@ class DemoOrg:
 
 ORGS = [
     DemoOrg("demo-free", "Demo Free Lab", "free", "UTC", 3.2, 1, (0, 2), (1, 3), ("a10g",)),
-    DemoOrg("demo-standard", "Demo Standard Studio", "standard", "America/New_York", 41.5, 3,
-            (1, 4), (2, 8), ("a10g", "a10g", "a100")),
-    DemoOrg("demo-pro", "Demo Pro Robotics", "professional", "Europe/Berlin", 120.0, 9,
-            (2, 6), (3, 20), ("a10g", "a100", "h100")),
-    DemoOrg("demo-enterprise", "Demo Enterprise Vision", "enterprise", "Asia/Tokyo", 860.0, 42,
-            (3, 8), (5, 40), ("a100", "h100"), custom_allocation=300_000),
+    DemoOrg(
+        "demo-standard",
+        "Demo Standard Studio",
+        "standard",
+        "America/New_York",
+        41.5,
+        3,
+        (1, 4),
+        (2, 8),
+        ("a10g", "a10g", "a100"),
+    ),
+    DemoOrg(
+        "demo-pro",
+        "Demo Pro Robotics",
+        "professional",
+        "Europe/Berlin",
+        120.0,
+        9,
+        (2, 6),
+        (3, 20),
+        ("a10g", "a100", "h100"),
+    ),
+    DemoOrg(
+        "demo-enterprise",
+        "Demo Enterprise Vision",
+        "enterprise",
+        "Asia/Tokyo",
+        860.0,
+        42,
+        (3, 8),
+        (5, 40),
+        ("a100", "h100"),
+        custom_allocation=300_000,
+    ),
 ]
 
-PROJECTS = ["shelf-detector", "defect-segmentation", "catalog-images", "support-assistant",
-            "drone-mapping"]
+PROJECTS = ["shelf-detector", "defect-segmentation", "catalog-images", "support-assistant", "drone-mapping"]
 USERS = ["ada", "grace", "linus", "margaret", "tim", "barbara"]
 
 
@@ -97,30 +124,56 @@ def seed(log: Callable[[str], None] = print, now: dt.datetime | None = None) -> 
 
 def seed_catalog() -> None:
     for order, (slug, name, credits, fee, rollover, storage, deploys, seats, audit) in enumerate(PLANS):
-        Plan.objects.get_or_create(slug=slug, defaults={
-            "name": name, "monthly_credits": credits, "monthly_fee_cents": fee,
-            "rollover_months": rollover, "storage_limit_gb": storage,
-            "deployments_limit": deploys, "seats_limit": seats, "audit_window_days": audit,
-            "sort_order": order,
-        })
+        Plan.objects.get_or_create(
+            slug=slug,
+            defaults={
+                "name": name,
+                "monthly_credits": credits,
+                "monthly_fee_cents": fee,
+                "rollover_months": rollover,
+                "storage_limit_gb": storage,
+                "deployments_limit": deploys,
+                "seats_limit": seats,
+                "audit_window_days": audit,
+                "sort_order": order,
+            },
+        )
     for order, (slug, name, credits, price) in enumerate(PACKS):
-        CreditPack.objects.get_or_create(slug=slug, defaults={
-            "name": name, "credits": credits, "price_cents": price, "sort_order": order,
-        })
+        CreditPack.objects.get_or_create(
+            slug=slug,
+            defaults={
+                "name": name,
+                "credits": credits,
+                "price_cents": price,
+                "sort_order": order,
+            },
+        )
     for operation, description, unit, per_unit, minimum, resource in PRICES:
-        Price.objects.get_or_create(operation=operation, defaults={
-            "description": description, "unit": unit, "credits_per_unit": per_unit,
-            "minimum_credits": minimum, "resource_class": resource,
-        })
+        Price.objects.get_or_create(
+            operation=operation,
+            defaults={
+                "description": description,
+                "unit": unit,
+                "credits_per_unit": per_unit,
+                "minimum_credits": minimum,
+                "resource_class": resource,
+            },
+        )
 
 
 def create_org(demo: DemoOrg) -> Organization:
     org = Organization.objects.create(
-        name=demo.name, slug=demo.slug, time_zone=demo.time_zone,
-        storage_bytes=int(demo.storage_gb * GB), deployments=demo.deployments,
+        name=demo.name,
+        slug=demo.slug,
+        time_zone=demo.time_zone,
+        storage_bytes=int(demo.storage_gb * GB),
+        deployments=demo.deployments,
     )
-    Subscription.objects.create(organization=org, plan=Plan.objects.get(slug=demo.plan),
-                                monthly_credits_override=demo.custom_allocation)
+    Subscription.objects.create(
+        organization=org,
+        plan=Plan.objects.get(slug=demo.plan),
+        monthly_credits_override=demo.custom_allocation,
+    )
     User = get_user_model()
     for role in (Role.MANAGER, Role.MEMBER):
         user, created = User.objects.get_or_create(
@@ -153,15 +206,24 @@ def post_history(org: Organization, demo: DemoOrg, now: dt.datetime) -> int:
             postings_made += 1
         if day.date() == first + dt.timedelta(days=9):
             postings.post_top_up(
-                account, 2_000, key="demo:promotional", source=LotSource.PROMOTIONAL,
-                operation="promotional_grant", expires_at=day + dt.timedelta(days=30),
-                memo="Welcome offer", now=day + dt.timedelta(hours=6),
+                account,
+                2_000,
+                key="demo:promotional",
+                source=LotSource.PROMOTIONAL,
+                operation="promotional_grant",
+                expires_at=day + dt.timedelta(days=30),
+                memo="Welcome offer",
+                now=day + dt.timedelta(hours=6),
             )
             postings_made += 1
         if day.date() == add_months(first, 1) + dt.timedelta(days=13):
-            postings.adjust(account, 250, key="demo:adjustment",
-                            memo="Goodwill credit for the 14th outage",
-                            now=day + dt.timedelta(hours=6, minutes=30))
+            postings.adjust(
+                account,
+                250,
+                key="demo:adjustment",
+                memo="Goodwill credit for the 14th outage",
+                now=day + dt.timedelta(hours=6, minutes=30),
+            )
             postings_made += 1
         # Jobs start on distinct hours from 07:00, so each day's postings stay in order.
         for hour in sorted(rng.sample(range(7, 22), rng.randint(*demo.jobs_per_day))):
@@ -176,15 +238,17 @@ def post_history(org: Organization, demo: DemoOrg, now: dt.datetime) -> int:
     if hold <= 0:
         return postings_made
     postings.reserve(
-        account, hold, key="demo:running-hold", operation="training_a100_per_minute",
+        account,
+        hold,
+        key="demo:running-hold",
+        operation="training_a100_per_minute",
         job=postings.JobInfo("demo-running-1", "nightly-finetune", PROJECTS[0], USERS[0], "a100"),
         now=now,
     )
     return postings_made + 1
 
 
-def post_job(org: Organization, rng: random.Random, demo: DemoOrg, number: int,
-             moment: dt.datetime) -> int:
+def post_job(org: Organization, rng: random.Random, demo: DemoOrg, number: int, moment: dt.datetime) -> int:
     account = org.account
     project, user = rng.choice(PROJECTS), rng.choice(USERS)
     if rng.random() < 0.65:
@@ -192,27 +256,27 @@ def post_job(org: Organization, rng: random.Random, demo: DemoOrg, number: int,
         operation, quantity = f"training_{gpu}_per_minute", rng.randint(*demo.minutes)
         name, resource = f"{project}-train-{number:04d}", gpu
     else:
-        operation = rng.choice(["image_generate_imagen_fast", "image_edit_gemini_flash",
-                                "image_inference", "sam3_per_minute"])
+        operation = rng.choice(
+            ["image_generate_imagen_fast", "image_edit_gemini_flash", "image_inference", "sam3_per_minute"]
+        )
         quantity = rng.randint(5, 120)
         resource = next(row[5] for row in PRICES if row[0] == operation)
         name = f"{project}-{operation.split('_')[0]}-{number:04d}"
         gpu = ""
     amount = postings.quote(operation, quantity)
-    job = postings.JobInfo(f"{demo.slug}-job-{number:05d}", name, project,
-                           f"{user}@{demo.slug}.example", resource)
+    job = postings.JobInfo(
+        f"{demo.slug}-job-{number:05d}", name, project, f"{user}@{demo.slug}.example", resource
+    )
     key = f"demo:job:{number}"
     made = 0
     try:
-        postings.debit(account, amount, key=key, operation=operation, job=job,
-                       quantity=quantity, now=moment)
+        postings.debit(account, amount, key=key, operation=operation, job=job, quantity=quantity, now=moment)
     except postings.InsufficientCredits:
         # Out of credits: the demo manager buys a pack, as the product intends.
         pack = CreditPack.objects.get(slug="professional" if demo.plan == "professional" else "standard")
         packs = -(-(amount - account.available) // (pack.credits or 1))
         buy_packs(org, pack, packs, number, moment - dt.timedelta(minutes=5))
-        postings.debit(account, amount, key=key, operation=operation, job=job,
-                       quantity=quantity, now=moment)
+        postings.debit(account, amount, key=key, operation=operation, job=job, quantity=quantity, now=moment)
         made += 1
     made += 1
     refund_at = moment + dt.timedelta(minutes=40)
@@ -220,8 +284,14 @@ def post_job(org: Organization, rng: random.Random, demo: DemoOrg, number: int,
         # A cancelled run gives back the minutes it did not use.
         give_back = amount * rng.randint(2, 6) // 10
         if give_back:
-            postings.refund(account, job.external_id, give_back, key=f"demo:refund:{number}",
-                            operation=f"training_refund_{gpu}", now=refund_at)
+            postings.refund(
+                account,
+                job.external_id,
+                give_back,
+                key=f"demo:refund:{number}",
+                operation=f"training_refund_{gpu}",
+                now=refund_at,
+            )
             made += 1
     return made
 
@@ -230,11 +300,15 @@ def buy_packs(org: Organization, pack: CreditPack, packs: int, number: int, mome
     """A paid purchase through the test checkout, fulfilled as the provider reports it, so
     the billing history and the month's invoice show it."""
     purchase = Purchase.objects.create(
-        organization=org, pack=pack, buyer=get_user_model().objects.filter(
-            username=f"{org.slug}-{Role.MANAGER}").first(),
-        credits=packs * (pack.credits or 0), price_cents=packs * (pack.price_cents or 0),
-        currency=pack.currency, provider=ProviderName.LOCAL,
-        provider_session_id=f"local_cs_demo_{number:05d}", created_at=moment,
+        organization=org,
+        pack=pack,
+        buyer=get_user_model().objects.filter(username=f"{org.slug}-{Role.MANAGER}").first(),
+        credits=packs * (pack.credits or 0),
+        price_cents=packs * (pack.price_cents or 0),
+        currency=pack.currency,
+        provider=ProviderName.LOCAL,
+        provider_session_id=f"local_cs_demo_{number:05d}",
+        created_at=moment,
     )
     purchases.fulfil(purchase, payment_id=f"local_pi_demo_{org.slug}_{number:05d}", now=moment)
 
@@ -246,6 +320,9 @@ def ensure_staff() -> None:
 
 
 def logins() -> list[tuple[str, str]]:
-    rows = [(f"{demo.slug}-{role}", f"{role} of {demo.name} ({demo.plan})")
-            for demo in ORGS for role in (Role.MANAGER, Role.MEMBER)]
+    rows = [
+        (f"{demo.slug}-{role}", f"{role} of {demo.name} ({demo.plan})")
+        for demo in ORGS
+        for role in (Role.MANAGER, Role.MEMBER)
+    ]
     return [*rows, ("admin", "staff: Django admin at /admin/")]

@@ -66,11 +66,20 @@ def gigabytes(value: float) -> str:
 def credits_gauge(org: Organization, subscription: Subscription | None) -> Gauge:
     balance = org.account.balance
     if subscription is None or subscription.unlimited:
-        return Gauge(GaugeKind.CREDITS, "Training credits", "Unlimited training credits remaining",
-                     balance, None, remaining=True)
+        return Gauge(
+            GaugeKind.CREDITS,
+            "Training credits",
+            "Unlimited training credits remaining",
+            balance,
+            None,
+            remaining=True,
+        )
     limit = subscription.monthly_credits
-    label = (f"{intcomma(balance)} of {intcomma(limit)} training credits remaining" if limit
-             else f"{intcomma(balance)} training credits remaining")
+    label = (
+        f"{intcomma(balance)} of {intcomma(limit)} training credits remaining"
+        if limit
+        else f"{intcomma(balance)} training credits remaining"
+    )
     return Gauge(GaugeKind.CREDITS, "Training credits", label, balance, limit, remaining=True)
 
 
@@ -80,13 +89,17 @@ def storage_gauge(org: Organization, subscription: Subscription | None) -> Gauge
     if subscription is None or subscription.unlimited or limit is None:
         # Enterprise storage is custom terms: the label carries no cap.
         return Gauge(GaugeKind.STORAGE, "Storage", f"{gigabytes(used)}GB storage used", used, None)
-    return Gauge(GaugeKind.STORAGE, "Storage", f"{gigabytes(used)}GB of {gigabytes(limit)}GB storage used",
-                 used, limit)
+    return Gauge(
+        GaugeKind.STORAGE, "Storage", f"{gigabytes(used)}GB of {gigabytes(limit)}GB storage used", used, limit
+    )
 
 
 def count_gauge(kind: GaugeKind, title: str, noun: str, used: int, limit: int | None) -> Gauge:
-    label = f"{intcomma(used)} of {intcomma(limit)} {noun} used" if limit is not None else (
-        f"{intcomma(used)} {noun} used")
+    label = (
+        f"{intcomma(used)} of {intcomma(limit)} {noun} used"
+        if limit is not None
+        else (f"{intcomma(used)} {noun} used")
+    )
     return Gauge(kind, title, label, used, limit)
 
 
@@ -97,16 +110,24 @@ def menu_gauges(org: Organization) -> list[Gauge]:
     return [
         credits_gauge(org, subscription),
         storage_gauge(org, subscription),
-        count_gauge(GaugeKind.DEPLOYMENTS, "Deployments", "deployments", org.deployments,
-                    subscription.deployments_limit if subscription else None),
+        count_gauge(
+            GaugeKind.DEPLOYMENTS,
+            "Deployments",
+            "deployments",
+            org.deployments,
+            subscription.deployments_limit if subscription else None,
+        ),
     ]
 
 
 def plan_gauges(org: Organization, seats_used: int) -> list[Gauge]:
     """The usage page's four rows."""
     subscription = org.plan_subscription
-    seats = count_gauge(GaugeKind.SEATS, "Member seats", "seats", seats_used,
-                        subscription.seats_limit if subscription else None)
+    seats = count_gauge(
+        GaugeKind.SEATS,
+        "Member seats",
+        "seats",
+        seats_used,
+        subscription.seats_limit if subscription else None,
+    )
     return [*menu_gauges(org), seats]
-
-

@@ -34,11 +34,16 @@ def issue_invoices(
     if fresh:
         # One query for the whole batch, over the widest bounds; each organization's own
         # month (its time zone) is applied below.
-        purchases = Purchase.objects.filter(
-            organization__in=fresh, status=PurchaseStatus.PAID,
-            paid_at__gte=min(start for start, _ in bounds.values()),
-            paid_at__lt=max(end for _, end in bounds.values()),
-        ).select_related("pack").order_by("paid_at", "id")
+        purchases = (
+            Purchase.objects.filter(
+                organization__in=fresh,
+                status=PurchaseStatus.PAID,
+                paid_at__gte=min(start for start, _ in bounds.values()),
+                paid_at__lt=max(end for _, end in bounds.values()),
+            )
+            .select_related("pack")
+            .order_by("paid_at", "id")
+        )
         for purchase in purchases:
             starts_at, ends_at = bounds[purchase.organization_id]
             if purchase.paid_at is not None and starts_at <= purchase.paid_at < ends_at:
@@ -48,9 +53,12 @@ def issue_invoices(
     for org in fresh:
         org_lines = _lines(org, period, paid[org.pk])
         invoice = Invoice(
-            organization=org, period=period, number=invoice_number(org, period),
+            organization=org,
+            period=period,
+            number=invoice_number(org, period),
             currency=org.plan_subscription.plan.currency if org.plan_subscription else "USD",
-            total_cents=sum(line.amount_cents for line in org_lines), issued_at=issued_at,
+            total_cents=sum(line.amount_cents for line in org_lines),
+            issued_at=issued_at,
         )
         for line in org_lines:
             line.invoice = invoice
@@ -67,13 +75,18 @@ def issue_invoices(
 def _lines(org: Organization, period: dt.date, purchases: list[Purchase]) -> list[InvoiceLine]:
     lines = []
     if (subscription := org.plan_subscription) is not None:
-        lines.append(InvoiceLine(
-            description=f"{subscription.plan.name} plan, {period:%B %Y}",
-            amount_cents=subscription.monthly_fee_cents,
-        ))
+        lines.append(
+            InvoiceLine(
+                description=f"{subscription.plan.name} plan, {period:%B %Y}",
+                amount_cents=subscription.monthly_fee_cents,
+            )
+        )
     lines.extend(
-        InvoiceLine(description=f"{purchase.pack.name}: {purchase.credits:,} credits",
-                    amount_cents=purchase.price_cents, purchase=purchase)
+        InvoiceLine(
+            description=f"{purchase.pack.name}: {purchase.credits:,} credits",
+            amount_cents=purchase.price_cents,
+            purchase=purchase,
+        )
         for purchase in purchases
     )
     return lines

@@ -119,18 +119,12 @@ class Role(models.TextChoices):
 
 
 class Membership(models.Model):
-    organization = models.ForeignKey(
-        Organization, on_delete=models.CASCADE, related_name="memberships"
-    )
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
-    )
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["organization", "user"], name="membership_unique")
-        ]
+        constraints = [models.UniqueConstraint(fields=["organization", "user"], name="membership_unique")]
 
     def __str__(self) -> str:
         return f"{self.user} ({self.role}) in {self.organization}"
@@ -143,9 +137,7 @@ class Membership(models.Model):
 class Subscription(models.Model):
     """An organization's plan. Enterprise terms override the plan per subscription."""
 
-    organization = models.OneToOneField(
-        Organization, on_delete=models.CASCADE, related_name="subscription"
-    )
+    organization = models.OneToOneField(Organization, on_delete=models.CASCADE, related_name="subscription")
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="subscriptions")
     started_at = models.DateTimeField(default=timezone.now)
     monthly_credits_override = models.PositiveIntegerField(null=True, blank=True)
@@ -255,22 +247,16 @@ class PurchaseStatus(models.TextChoices):
 class Purchase(models.Model):
     """A manager's purchase of a credit pack through a payment provider."""
 
-    organization = models.ForeignKey(
-        Organization, on_delete=models.PROTECT, related_name="purchases"
-    )
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="purchases")
     pack = models.ForeignKey(CreditPack, on_delete=models.PROTECT, related_name="purchases")
-    buyer = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
-    )
+    buyer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
     credits = models.PositiveIntegerField()
     price_cents = models.PositiveIntegerField()
     currency = models.CharField(max_length=3)
     provider = models.CharField(max_length=32)
     provider_session_id = models.CharField(max_length=255, blank=True)
     provider_payment_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
-    status = models.CharField(
-        max_length=16, choices=PurchaseStatus.choices, default=PurchaseStatus.PENDING
-    )
+    status = models.CharField(max_length=16, choices=PurchaseStatus.choices, default=PurchaseStatus.PENDING)
     created_at = models.DateTimeField(default=timezone.now)
     paid_at = models.DateTimeField(null=True, blank=True)
 
@@ -290,9 +276,7 @@ class InvoiceStatus(models.TextChoices):
 class Invoice(models.Model):
     """The month's invoice: the plan fee and the packs bought that month."""
 
-    organization = models.ForeignKey(
-        Organization, on_delete=models.PROTECT, related_name="invoices"
-    )
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="invoices")
     period = models.DateField(help_text="The first day of the invoiced month.")
     number = models.CharField(max_length=32, unique=True)
     currency = models.CharField(max_length=3, default="USD")
@@ -329,9 +313,7 @@ class AlertKind(models.TextChoices):
 class AlertThreshold(models.Model):
     """Email the managers when available credits fall below this (once per crossing)."""
 
-    organization = models.ForeignKey(
-        Organization, on_delete=models.CASCADE, related_name="alert_thresholds"
-    )
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="alert_thresholds")
     kind = models.CharField(max_length=16, choices=AlertKind.choices)
     value = models.PositiveIntegerField()
     below = models.BooleanField(default=False, help_text="Available credits are below it now.")
@@ -339,9 +321,7 @@ class AlertThreshold(models.Model):
     last_alert_period = models.DateField(null=True, blank=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["organization", "kind", "value"], name="alert_unique")
-        ]
+        constraints = [models.UniqueConstraint(fields=["organization", "kind", "value"], name="alert_unique")]
 
     def __str__(self) -> str:
         return f"{self.value}{'%' if self.kind == AlertKind.PERCENT else ' credits'}"
@@ -362,16 +342,12 @@ class ApiKey(models.Model):
 
     PREFIX = "tly_"
 
-    organization = models.ForeignKey(
-        Organization, on_delete=models.CASCADE, related_name="api_keys"
-    )
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, db_index=True)
     hashed_key = models.CharField(max_length=64, unique=True)
     scopes = models.JSONField(default=list)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
-    )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -398,8 +374,12 @@ class ApiKey(models.Model):
             raise ValidationError(f"Scopes must be among {', '.join(Scope.values)}.")
         raw = cls.PREFIX + secrets.token_urlsafe(32)
         key = cls.objects.create(
-            organization=organization, name=name, prefix=raw[:12], hashed_key=cls.hash(raw),
-            scopes=sorted(set(scopes)), created_by=created_by,
+            organization=organization,
+            name=name,
+            prefix=raw[:12],
+            hashed_key=cls.hash(raw),
+            scopes=sorted(set(scopes)),
+            created_by=created_by,
         )
         return key, raw
 

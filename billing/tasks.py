@@ -45,7 +45,8 @@ def close_organizations_months(organization_ids: list[int], now: str | None = No
     """Close every ended month the organizations have not closed, each oldest first."""
     orgs = list(
         Organization.objects.select_related("account", "subscription__plan")
-        .filter(pk__in=organization_ids).order_by("pk")  # some may be deleted since the fan-out
+        .filter(pk__in=organization_ids)
+        .order_by("pk")  # some may be deleted since the fan-out
     )
     closed = closing.close_batch(orgs, _moment(now))
     return [f"{month.organization} {month.period:%Y-%m}" for month in closed if month.closed_now]
@@ -54,9 +55,11 @@ def close_organizations_months(organization_ids: list[int], now: str | None = No
 @shared_task(name="billing.close_organization_months", acks_late=True, reject_on_worker_lost=True)
 def close_organization_months(organization_id: int, now: str | None = None) -> list[str]:
     """Close every ended month one organization has not closed, oldest first."""
-    org = Organization.objects.select_related("account", "subscription__plan").filter(
-        pk=organization_id
-    ).first()
+    org = (
+        Organization.objects.select_related("account", "subscription__plan")
+        .filter(pk=organization_id)
+        .first()
+    )
     if org is None:  # deleted since it was enqueued
         return []
     closed = closing.close_organization(org, _moment(now))

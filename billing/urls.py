@@ -9,10 +9,14 @@ org_urls = [
     path("", home.organization, name="organization"),
     path("billing/", billing.billing, name="billing"),
     path("billing/packs/<slug:pack>/buy/", billing.buy_pack, name="buy_pack"),
-    path("billing/purchases/<int:purchase_id>/complete/", billing.purchase_complete,
-         name="purchase_complete"),
-    path("billing/purchases/<int:purchase_id>/cancelled/", billing.purchase_cancelled,
-         name="purchase_cancelled"),
+    path(
+        "billing/purchases/<int:purchase_id>/complete/", billing.purchase_complete, name="purchase_complete"
+    ),
+    path(
+        "billing/purchases/<int:purchase_id>/cancelled/",
+        billing.purchase_cancelled,
+        name="purchase_cancelled",
+    ),
     path("billing/checkout/<str:session_id>/", billing.checkout, name="checkout"),
     path("billing/checkout/<str:session_id>/pay/", billing.checkout_pay, name="checkout_pay"),
     path("billing/checkout/<str:session_id>/cancel/", billing.checkout_cancel, name="checkout_cancel"),

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-from urllib.parse import quote
 import os
 import signal
 import subprocess
@@ -18,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from django.conf import settings
 from django.db import connection
@@ -46,31 +46,56 @@ def backdate(org: Organization, moment: dt.datetime) -> None:
     org.account.refresh_from_db()
 
 
-def post_month(org: Organization, period: dt.date, *, renew: bool = True, debits: int = 6,
-               amount: int = 700, tag: str = "") -> None:
+def post_month(
+    org: Organization,
+    period: dt.date,
+    *,
+    renew: bool = True,
+    debits: int = 6,
+    amount: int = 700,
+    tag: str = "",
+) -> None:
     """A month of activity: the renewal on the 1st, a promotion, debits through the month
     and a refund, every posting at a fixed local moment."""
     tz, account = org.tzinfo, org.account
     start = month_start(period, tz)
     if renew:
         org.subscription.renew(period, now=start)
-    Price.objects.get_or_create(operation="training_a10g_per_minute",
-                                defaults={"credits_per_unit": 10})
+    Price.objects.get_or_create(operation="training_a10g_per_minute", defaults={"credits_per_unit": 10})
     key = f"{period:%Y-%m}{tag}"
-    postings.post_top_up(account, 300, key=f"promo:{key}", source=LotSource.PROMOTIONAL,
-                         operation="promotional_grant", expires_at=start + dt.timedelta(days=20),
-                         now=start + dt.timedelta(days=2, hours=9))
+    postings.post_top_up(
+        account,
+        300,
+        key=f"promo:{key}",
+        source=LotSource.PROMOTIONAL,
+        operation="promotional_grant",
+        expires_at=start + dt.timedelta(days=20),
+        now=start + dt.timedelta(days=2, hours=9),
+    )
     for n in range(debits):
         moment = start + dt.timedelta(days=3 + 4 * n, hours=10)
         job = postings.JobInfo(f"job-{key}-{n}", f"train-{n}", "shelf-detector", "ada", "a10g")
         try:
-            postings.debit(account, amount, key=f"debit:{key}:{n}", operation="training_a10g_per_minute",
-                           job=job, quantity=amount // 10, now=moment)
+            postings.debit(
+                account,
+                amount,
+                key=f"debit:{key}:{n}",
+                operation="training_a10g_per_minute",
+                job=job,
+                quantity=amount // 10,
+                now=moment,
+            )
         except postings.InsufficientCredits:
             continue
         if n == 1:
-            postings.refund(account, job.external_id, amount // 4, key=f"refund:{key}:{n}",
-                            operation="training_refund_a10g", now=moment + dt.timedelta(hours=1))
+            postings.refund(
+                account,
+                job.external_id,
+                amount // 4,
+                key=f"refund:{key}:{n}",
+                operation="training_refund_a10g",
+                now=moment + dt.timedelta(hours=1),
+            )
     account.refresh_from_db()
 
 
@@ -79,16 +104,31 @@ def statements_digest(org: Organization) -> str:
     equal digests mean the customer sees the same statements."""
     digest = hashlib.sha256()
     for statement in Statement.objects.filter(account_id=org.account_id).order_by("period"):
-        digest.update(repr((
-            statement.period, statement.starts_at.isoformat(), statement.ends_at.isoformat(),
-            statement.brought_forward, statement.parts(), statement.closing_balance,
-        )).encode())
+        digest.update(
+            repr(
+                (
+                    statement.period,
+                    statement.starts_at.isoformat(),
+                    statement.ends_at.isoformat(),
+                    statement.brought_forward,
+                    statement.parts(),
+                    statement.closing_balance,
+                )
+            ).encode()
+        )
         for day in statement.days.order_by("date"):
             digest.update(repr((day.date, day.parts(), day.balance)).encode())
     for invoice in org.invoices.order_by("period"):
-        digest.update(repr((invoice.period, invoice.total_cents, invoice.currency, [
-            (line.description, line.amount_cents) for line in invoice.lines.order_by("id")
-        ])).encode())
+        digest.update(
+            repr(
+                (
+                    invoice.period,
+                    invoice.total_cents,
+                    invoice.currency,
+                    [(line.description, line.amount_cents) for line in invoice.lines.order_by("id")],
+                )
+            ).encode()
+        )
     return digest.hexdigest()
 
 
@@ -117,14 +157,37 @@ class Worker:
         self.name = f"close-test-{uuid.uuid4().hex[:8]}@localhost"
         self.email_dir = email_dir
         self.log = tempfile.NamedTemporaryFile(prefix="celery-worker-", suffix=".log", delete=False)  # noqa: SIM115
-        env = {**os.environ, "DATABASE_URL": database_url(), "REDIS_URL": settings.REDIS_URL,
-               "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
-               "EMAIL_FILE_PATH": email_dir, "DB_CONN_MAX_AGE": "60"}
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "REDIS_URL": settings.REDIS_URL,
+            "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+            "EMAIL_FILE_PATH": email_dir,
+            "DB_CONN_MAX_AGE": "60",
+        }
         self.process = subprocess.Popen(
-            [CELERY, "-A", "billing", "worker", "--pool", "prefork", "--concurrency", str(concurrency),
-             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
-             "--hostname", self.name],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                CELERY,
+                "-A",
+                "billing",
+                "worker",
+                "--pool",
+                "prefork",
+                "--concurrency",
+                str(concurrency),
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--hostname",
+                self.name,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             wait_for(self._ready, timeout=45, interval=0.5)

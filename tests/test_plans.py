@@ -26,8 +26,13 @@ def test_an_enterprise_allocation_is_granted_and_the_account_is_still_never_refu
     subscription.renew(OCTOBER, now=dt.datetime(2026, 10, 1, tzinfo=dt.UTC))
     lot = Lot.objects.get(account=org.account)
     assert (lot.source, lot.amount) == (LotSource.SUBSCRIPTION, 1_000)
-    receipt = postings.debit(org.account, 1_500, key="overage", operation="training_h100_per_minute",
-                             now=dt.datetime(2026, 10, 2, tzinfo=dt.UTC))
+    receipt = postings.debit(
+        org.account,
+        1_500,
+        key="overage",
+        operation="training_h100_per_minute",
+        now=dt.datetime(2026, 10, 2, tzinfo=dt.UTC),
+    )
     assert receipt.balance == -500  # the overage is invoiced, never refused
 
 
@@ -44,8 +49,9 @@ def test_a_standard_override_changes_the_grant_but_not_the_limit() -> None:
     # Standard credits expire at the end of their month, in the organization's time zone.
     assert lot.expires_at == dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
     with pytest.raises(postings.InsufficientCredits):
-        postings.debit(org.account, 12_001, key="too-much", operation="op",
-                       now=dt.datetime(2026, 10, 2, tzinfo=dt.UTC))
+        postings.debit(
+            org.account, 12_001, key="too-much", operation="op", now=dt.datetime(2026, 10, 2, tzinfo=dt.UTC)
+        )
 
 
 def test_plans_are_data_with_the_audit_windows_of_the_brief() -> None:

@@ -22,13 +22,22 @@ class ApiKeyForm(forms.Form):
     )
 
 
-def _page(request: HttpRequest, membership: Membership, form: ApiKeyForm, raw_key: str = "",
-          status: int = 200) -> HttpResponse:
+def _page(
+    request: HttpRequest, membership: Membership, form: ApiKeyForm, raw_key: str = "", status: int = 200
+) -> HttpResponse:
     org = membership.organization
-    return render(request, "billing/api_keys.html", {
-        "org": org, "membership": membership, "form": form, "raw_key": raw_key,
-        "keys": org.api_keys.select_related("created_by"),
-    }, status=status)
+    return render(
+        request,
+        "billing/api_keys.html",
+        {
+            "org": org,
+            "membership": membership,
+            "form": form,
+            "raw_key": raw_key,
+            "keys": org.api_keys.select_related("created_by"),
+        },
+        status=status,
+    )
 
 
 @login_required
@@ -41,8 +50,12 @@ def api_keys(request: HttpRequest, slug: str) -> HttpResponse:
     form = ApiKeyForm(request.POST)
     if not form.is_valid():
         return _page(request, membership, form, status=422)
-    _, raw = ApiKey.issue(membership.organization, name=form.cleaned_data["name"],
-                          scopes=form.cleaned_data["scopes"], created_by=request.user)
+    _, raw = ApiKey.issue(
+        membership.organization,
+        name=form.cleaned_data["name"],
+        scopes=form.cleaned_data["scopes"],
+        created_by=request.user,
+    )
     return _page(request, membership, ApiKeyForm(), raw_key=raw)
 
 

@@ -23,8 +23,17 @@ from billing.models import Organization
 from ledger import usage
 from ledger.periods import parse_period
 
-CSV_HEADER = ["row_type", "date", "top_ups", "credits_used", "balance", "experiment", "project", "user",
-              "resource_class"]
+CSV_HEADER = [
+    "row_type",
+    "date",
+    "top_ups",
+    "credits_used",
+    "balance",
+    "experiment",
+    "project",
+    "user",
+    "resource_class",
+]
 # OWASP CSV injection: a text cell starting with one of these is read as a formula.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 CSV_BATCH = 500
@@ -53,9 +62,13 @@ def usage_page(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     if day is not None and not month.first_day <= day <= month.last_day:
         raise Http404("That day is not in this billing period.")
     context: dict[str, Any] = {
-        "org": org, "membership": membership, "month": month, "months": months,
+        "org": org,
+        "membership": membership,
+        "month": month,
+        "months": months,
         "chart": charts.daily_chart(month.credits_used_by_date()),
-        "open_day": day, "open_day_jobs": usage.day_jobs(org.account, day) if day else [],
+        "open_day": day,
+        "open_day_jobs": usage.day_jobs(org.account, day) if day else [],
         "export_url": _with_query(reverse("usage_export", args=[org.slug]), period=f"{period:%Y-%m}"),
     }
     if request.htmx and not request.htmx.history_restore_request:
@@ -152,8 +165,9 @@ def _chosen_period(
     try:
         period = parse_period(text)
     except ValueError as error:
-        raise BadPeriod(f"Invalid period {text!r}: use a month in the form YYYY-MM, for example "
-                        f"{months[0]:%Y-%m}.") from error
+        raise BadPeriod(
+            f"Invalid period {text!r}: use a month in the form YYYY-MM, for example {months[0]:%Y-%m}."
+        ) from error
     if period not in months:
         raise Http404("No usage for that period.")
     return period, months

@@ -11,8 +11,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--org", required=True, help="The organization's slug.")
-        parser.add_argument("--scopes", required=True,
-                            help=f"Comma-separated, among {', '.join(Scope.values)}.")
+        parser.add_argument(
+            "--scopes", required=True, help=f"Comma-separated, among {', '.join(Scope.values)}."
+        )
         parser.add_argument("--name", default="job-runner")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -24,6 +25,7 @@ class Command(BaseCommand):
             _, raw = ApiKey.issue(org, name=options["name"], scopes=scopes)
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages)) from exc
-        self.stderr.write(f"API key for {org.slug} ({', '.join(sorted(set(scopes)))}); "
-                          "it is shown only this once:")
+        self.stderr.write(
+            f"API key for {org.slug} ({', '.join(sorted(set(scopes)))}); it is shown only this once:"
+        )
         self.stdout.write(raw)

@@ -59,9 +59,7 @@ BEGIN
     v_amount := v_cost::bigint;
     v_params := jsonb_build_object('amount', v_amount, 'operation', p_operation, 'quantity', p_quantity,
                                    'job', p_job);
-    v_answer := coalesce(ledger.replay(p_account, p_key_space, p_key, 'debit', v_params),
-                         ledger.not_positive(v_amount), ledger.bad_job(p_job),
-                         ledger.short_of(v_account, v_amount, (SELECT available FROM ledger.credits(p_account, v_now))));
+    v_answer := ledger.check_charge(v_account, p_key_space, p_key, 'debit', v_params, v_amount, p_job, v_now);
     IF v_answer IS NOT NULL THEN
         RETURN v_answer;
     END IF;
@@ -127,9 +125,7 @@ BEGIN
     END IF;
     v_amount := v_cost::bigint;
     v_params := jsonb_build_object('amount', v_amount, 'operation', p_operation, 'job', p_job);
-    v_answer := coalesce(ledger.replay(p_account, p_key_space, p_key, 'reserve', v_params),
-                         ledger.not_positive(v_amount), ledger.bad_job(p_job),
-                         ledger.short_of(v_account, v_amount, (SELECT available FROM ledger.credits(p_account, v_now))));
+    v_answer := ledger.check_charge(v_account, p_key_space, p_key, 'reserve', v_params, v_amount, p_job, v_now);
     IF v_answer IS NOT NULL THEN
         RETURN v_answer;
     END IF;

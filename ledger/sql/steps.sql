@@ -178,6 +178,22 @@ END;
 $$;
 
 
+-- Whether a charge (a debit or a hold) of ``amount`` for ``job`` may go ahead: the answer
+-- to its key if it was posted before, else a refusal (a charge of nothing, a malformed
+-- job, too few credits available once what is past its expiry is left out); NULL when it
+-- may go ahead.
+CREATE FUNCTION ledger.check_charge(
+    p_account ledger_account, p_key_space text, p_key text, p_action text, p_params jsonb,
+    p_amount bigint, p_job jsonb, p_now timestamptz
+) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN coalesce(ledger.replay(p_account.id, p_key_space, p_key, p_action, p_params),
+                    ledger.not_positive(p_amount), ledger.bad_job(p_job),
+                    ledger.short_of(p_account, p_amount, (SELECT available FROM ledger.credits(p_account.id, p_now))));
+END;
+$$;
+
+
 -- Add one entry to the day it falls on: the daily rollup that usage pages and statements
 -- read instead of the entries. Its parts are positive figures: top-ups by their lot's
 -- source; debits, refunds, expired credits and negative adjustments (DESIGN.md, "One

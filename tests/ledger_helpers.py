@@ -1,4 +1,4 @@
-"""Shared bits for the ledger tests, which run on PostgreSQL and again on SQLite."""
+"""Shared bits for the ledger tests."""
 
 from __future__ import annotations
 

@@ -94,6 +94,17 @@ def test_unknown_period_is_not_found(manager_client: Client, org: Organization) 
     assert manager_client.get(export_url(org, future)).status_code == 404
 
 
+def test_a_month_outside_the_history_says_so_on_a_page_of_tally(
+    manager_client: Client, org: Organization
+) -> None:
+    before_any_activity = add_months(this_month(org), -6)
+    response = manager_client.get(usage_url(org, period=f"{before_any_activity:%Y-%m}"))
+    assert response.status_code == 404
+    assert f"has no usage in {before_any_activity:%B %Y}" in response.text
+    assert "not a member" not in response.text
+    assert 'data-testid="usage-problem"' in response.text and "<html" in response.text
+
+
 @pytest.mark.parametrize("period", ["2026-13", "march", "2026-3", "2026-03-01"])
 def test_malformed_period_is_a_clear_bad_request(
     manager_client: Client, org: Organization, period: str
@@ -101,6 +112,7 @@ def test_malformed_period_is_a_clear_bad_request(
     response = manager_client.get(usage_url(org, period=period))
     assert response.status_code == 400
     assert "YYYY-MM" in response.text
+    assert response["Content-Type"].startswith("text/html") and "<html" in response.text  # a styled page
     export = reverse("usage_export", args=[org.slug]) + f"?period={period}"
     assert manager_client.get(export).status_code == 400
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -43,8 +43,25 @@ class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
 
 
-class BadPeriod(ValueError):
+class UsageProblem(ValueError):
+    """A month or day asked for that cannot be shown; the page says why, with its status."""
+
+    status = 400
+    title = "That is not a month or a day"
+
+
+class BadPeriod(UsageProblem):
     pass
+
+
+class NoUsage(UsageProblem):
+    status = 404
+    title = "No usage to show"
+
+
+def _problem(request: HttpRequest, org: Organization, problem: UsageProblem) -> HttpResponse:
+    context = {"org": org, "title": problem.title, "message": str(problem)}
+    return render(request, "billing/usage_problem.html", context, status=problem.status)
 
 
 @login_required
@@ -56,11 +73,11 @@ def usage_page(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     try:
         period, months = _chosen_period(request, org, now)
         day = _date(request.GET["day"]) if request.GET.get("day") else None
-    except BadPeriod as error:
-        return HttpResponseBadRequest(str(error), content_type="text/plain")
+    except UsageProblem as problem:
+        return _problem(request, org, problem)
     month = usage.period_usage(org.account, period, now)
     if day is not None and not month.first_day <= day <= month.last_day:
-        raise Http404("That day is not in this billing period.")
+        return _problem(request, org, NoUsage(f"{day:%b %-d, %Y} is not in {period:%B %Y}."))
     context: dict[str, Any] = {
         "org": org,
         "membership": membership,
@@ -84,11 +101,11 @@ def usage_day(request: HtmxHttpRequest, slug: str, day: str) -> HttpResponse:
     org = get_manager_membership(request.user, slug).organization
     try:
         date = _date(day)
-    except BadPeriod as error:
-        return HttpResponseBadRequest(str(error), content_type="text/plain")
+    except UsageProblem as problem:
+        return _problem(request, org, problem)
     period = date.replace(day=1)
     if period not in usage.periods(org.account, timezone.now()):
-        raise Http404("That day is not in any billing period.")
+        return _problem(request, org, NoUsage(f"{org.name} has no usage on {date:%b %-d, %Y}."))
     if not request.htmx:
         url = _with_query(reverse("usage", args=[org.slug]), period=f"{period:%Y-%m}", day=day)
         return redirect(f"{url}#day-{day}")
@@ -104,8 +121,8 @@ def usage_export(request: HttpRequest, slug: str) -> StreamingHttpResponse | Htt
     now = timezone.now()
     try:
         period, _ = _chosen_period(request, org, now)
-    except BadPeriod as error:
-        return HttpResponseBadRequest(str(error), content_type="text/plain")
+    except UsageProblem as problem:
+        return _problem(request, org, problem)
     month = usage.period_usage(org.account, period, now)
     response = StreamingHttpResponse(
         csv_lines(usage.export_rows(org.account, month)), content_type="text/csv; charset=utf-8"
@@ -156,8 +173,8 @@ class _LineBuffer:
 def _chosen_period(
     request: HttpRequest, org: Organization, now: dt.datetime
 ) -> tuple[dt.date, list[dt.date]]:
-    """The month asked for (default: the current one) and the months there are; 400 for a
-    malformed month, 404 for one with nothing to show."""
+    """The month asked for (default: the current one) and the months there are; a problem
+    for a malformed month (400) or one outside the organization's history (404)."""
     months = usage.periods(org.account, now)
     text = request.GET.get("period", "").strip()
     if not text:
@@ -169,7 +186,10 @@ def _chosen_period(
             f"Invalid period {text!r}: use a month in the form YYYY-MM, for example {months[0]:%Y-%m}."
         ) from error
     if period not in months:
-        raise Http404("No usage for that period.")
+        raise NoUsage(
+            f"{org.name} has no usage in {period:%B %Y}: its history runs from {months[-1]:%B %Y} "
+            f"to {months[0]:%B %Y}."
+        )
     return period, months
 
 

@@ -21,10 +21,11 @@ def keys_url(org: Organization) -> str:
 def test_manager_creates_a_key_that_is_shown_once_and_stored_hashed(
     manager_client: Client, org: Organization
 ) -> None:
-    response = manager_client.post(
+    created = manager_client.post(
         keys_url(org), {"name": "job-runner", "scopes": ["account:read", "usage:write"]}
     )
-    assert response.status_code == 200
+    assert created.status_code == 302 and created["Location"] == keys_url(org)  # post/redirect/get
+    response = manager_client.get(keys_url(org))
     raw = response.context["raw_key"]
     assert raw.startswith("tly_") and raw in response.text
     key = ApiKey.objects.get(organization=org)
@@ -37,6 +38,15 @@ def test_manager_creates_a_key_that_is_shown_once_and_stored_hashed(
     api = Client().get("/api/v1/credits/balance", headers={"Authorization": f"Bearer {raw}"})
     assert api.json()["credits_remaining"] == 5_000
     assert "ago" in manager_client.get(keys_url(org)).text  # last used just now
+
+
+def test_reloading_after_creating_a_key_creates_no_second_key(
+    manager_client: Client, org: Organization
+) -> None:
+    manager_client.post(keys_url(org), {"name": "job-runner", "scopes": ["usage:write"]}, follow=True)
+    reloaded = manager_client.get(keys_url(org))
+    assert reloaded.status_code == 200 and not reloaded.context["raw_key"]
+    assert ApiKey.objects.filter(organization=org).count() == 1
 
 
 def test_a_key_needs_a_name_and_a_scope(manager_client: Client, org: Organization) -> None:

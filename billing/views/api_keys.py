@@ -14,6 +14,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 from billing.access import get_managed_organization, get_manager_membership
 from billing.models import ApiKey, Membership, Scope
 
+NEW_KEY = "new_api_key"
+
 
 class ApiKeyForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="Where the key is used, e.g. job-runner.")
@@ -43,10 +45,11 @@ def _page(
 @login_required
 @require_http_methods(["GET", "POST"])
 def api_keys(request: HttpRequest, slug: str) -> HttpResponse:
-    """List the organization's keys; a POST creates one and shows it this once."""
+    """List the organization's keys; a POST creates one and redirects to the list, which
+    shows the new key this once (a reload creates nothing and shows it no more)."""
     membership = get_manager_membership(request.user, slug)
     if request.method != "POST":
-        return _page(request, membership, ApiKeyForm())
+        return _page(request, membership, ApiKeyForm(), raw_key=request.session.pop(NEW_KEY, ""))
     form = ApiKeyForm(request.POST)
     if not form.is_valid():
         return _page(request, membership, form, status=422)
@@ -56,7 +59,8 @@ def api_keys(request: HttpRequest, slug: str) -> HttpResponse:
         scopes=form.cleaned_data["scopes"],
         created_by=request.user,
     )
-    return _page(request, membership, ApiKeyForm(), raw_key=raw)
+    request.session[NEW_KEY] = raw  # kept server-side until the list has shown it once
+    return redirect("api_keys", slug=membership.organization.slug)
 
 
 @login_required

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import enum
 import functools
 import json
 from collections.abc import Sequence
@@ -152,6 +151,37 @@ class Posting:
     fields: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
+    def top_up(
+        cls,
+        account_id: int,
+        amount: int,
+        *,
+        key: str,
+        source: LotSource,
+        operation: str,
+        expires_at: dt.datetime | None = None,
+        memo: str = "",
+        key_space: KeySpace = KeySpace.TALLY,
+    ) -> Self:
+        return cls(
+            "top_up",
+            account_id,
+            key,
+            key_space,
+            {
+                "amount": amount,
+                "source": source,
+                "operation": operation,
+                "expires_at": expires_at,
+                "memo": memo,
+            },
+        )
+
+    @classmethod
+    def adjustment(cls, account_id: int, amount: int, *, key: str, memo: str) -> Self:
+        return cls("adjustment", account_id, key, KeySpace.TALLY, {"amount": amount, "memo": memo})
+
+    @classmethod
     def debit(
         cls,
         account_id: int,
@@ -161,6 +191,7 @@ class Posting:
         quantity: int | None = None,
         amount: int | None = None,
         job: JobInfo | None = None,
+        memo: str = "",
         key_space: KeySpace = KeySpace.TALLY,
     ) -> Self:
         return cls(
@@ -173,6 +204,7 @@ class Posting:
                 "quantity": quantity,
                 "amount": amount,
                 "job": job.as_dict() if job else None,
+                "memo": memo,
             },
         )
 
@@ -288,7 +320,17 @@ def post_top_up(
 ) -> Receipt:
     """Add credits as a new lot (a renewal, a pack, a promotion, a manual grant)."""
     _require_positive(amount)
-    return _post(account, "top_up", key_space, key, amount, str(source), operation, expires_at, memo, now)
+    posting = Posting.top_up(
+        account.pk,
+        amount,
+        key=key,
+        source=source,
+        operation=operation,
+        expires_at=expires_at,
+        memo=memo,
+        key_space=key_space,
+    )
+    return _post(account, posting, now)
 
 
 def debit(
@@ -307,13 +349,23 @@ def debit(
     rate. Refused with ``InsufficientCredits`` unless available credits cover it."""
     if amount is not None:
         _require_positive(amount)
-    return _post(account, "debit", key_space, key, operation, quantity, amount, _job(job), memo, now)
+    posting = Posting.debit(
+        account.pk,
+        key=key,
+        operation=operation,
+        quantity=quantity,
+        amount=amount,
+        job=job,
+        memo=memo,
+        key_space=key_space,
+    )
+    return _post(account, posting, now)
 
 
 def adjust(account: Account, amount: int, *, key: str, memo: str, now: dt.datetime | None = None) -> Receipt:
     """A staff correction: a positive amount grants a never-expiring lot, a negative one
     consumes credits like a debit. Never an edit of an earlier entry."""
-    return _post(account, "adjust", KeySpace.TALLY, key, amount, memo, now)
+    return _post(account, Posting.adjustment(account.pk, amount, key=key, memo=memo), now)
 
 
 def reserve(
@@ -331,7 +383,17 @@ def reserve(
     """Put credits on hold for a job about to start: ``available`` drops, ``balance`` not."""
     if amount is not None:
         _require_positive(amount)
-    return _post(account, "reserve", key_space, key, operation, quantity, amount, _job(job), ttl, now)
+    posting = Posting.reserve(
+        account.pk,
+        key=key,
+        operation=operation,
+        quantity=quantity,
+        amount=amount,
+        job=job,
+        ttl=ttl,
+        key_space=key_space,
+    )
+    return _post(account, posting, now)
 
 
 def settle(
@@ -347,7 +409,10 @@ def settle(
     """Charge a hold's job ``amount`` (or ``quantity`` of its operation) and release the
     rest. Up to the held amount this never fails; more is charged from available credits,
     or refused with the hold left pending."""
-    return _post(account, "settle", key_space, key, hold_id, amount, quantity, now)
+    posting = Posting.settle(
+        account.pk, hold_id, key=key, amount=amount, quantity=quantity, key_space=key_space
+    )
+    return _post(account, posting, now)
 
 
 def release(
@@ -359,7 +424,7 @@ def release(
     key_space: KeySpace = KeySpace.TALLY,
 ) -> Receipt:
     """Free a hold without charging anything."""
-    return _post(account, "release", key_space, key, hold_id, now)
+    return _post(account, Posting.release(account.pk, hold_id, key=key, key_space=key_space), now)
 
 
 def refund(
@@ -375,7 +440,10 @@ def refund(
     """Give back up to what a job consumed, to the lots it came from. The share of a lot
     that has since expired is forfeited, not revived."""
     _require_positive(amount)
-    return _post(account, "refund", key_space, key, job_external_id, amount, operation, now)
+    posting = Posting.refund(
+        account.pk, job_external_id, amount, key=key, operation=operation, key_space=key_space
+    )
+    return _post(account, posting, now)
 
 
 def post_batch(postings: Sequence[Posting], now: dt.datetime | None = None) -> list[Receipt | LedgerError]:
@@ -507,13 +575,14 @@ def estimate(account: Account, operation: str, quantity: int, now: dt.datetime |
 # --- Calling the database ---------------------------------------------------------------
 
 
-def _post(account: Account, function: str, *args: Any) -> Receipt:
-    answer = _call(function, account.pk, *args)
-    if "error" in answer:
-        raise _refusal(answer["error"])
-    receipt = _receipt(account.pk, answer)
-    account.balance, account.held = receipt.balance, receipt.held
-    return receipt
+def _post(account: Account, posting: Posting, now: dt.datetime | None) -> Receipt:
+    """One posting (a batch of one: the same call whether alone or with others); its
+    receipt, or its refusal raised. ``account`` is left with the totals after it."""
+    (result,) = post_batch([posting], now)
+    if isinstance(result, LedgerError):
+        raise result
+    account.balance, account.held = result.balance, result.held
+    return result
 
 
 def _receipt(account_id: int, answer: dict[str, Any]) -> Receipt:
@@ -533,23 +602,9 @@ def _call(function: str, *args: Any) -> Any:
     """``ledger.<function>(args)``: one statement, its own transaction at top level; its
     answer (JSON decoded)."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT ledger.{function}({', '.join(['%s'] * len(args))})", [_adapt(a) for a in args]
-        )
+        cursor.execute(f"SELECT ledger.{function}({', '.join(['%s'] * len(args))})", args)
         (answer,) = cursor.fetchone()
     return json.loads(answer) if isinstance(answer, str) else answer
-
-
-def _adapt(value: Any) -> Any:
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, dict):
-        return json.dumps(value)
-    return value  # timedelta is an interval, datetime a timestamptz
-
-
-def _job(job: JobInfo | None) -> dict[str, str] | None:
-    return job.as_dict() if job else None
 
 
 def _require_positive(amount: int) -> None:

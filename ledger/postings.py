@@ -575,14 +575,20 @@ def estimate(account: Account, operation: str, quantity: int, now: dt.datetime |
 # --- Calling the database ---------------------------------------------------------------
 
 
-def _post(account: Account, posting: Posting, now: dt.datetime | None) -> Receipt:
-    """One posting (a batch of one: the same call whether alone or with others); its
-    receipt, or its refusal raised. ``account`` is left with the totals after it."""
+def post(posting: Posting, now: dt.datetime | None = None) -> Receipt:
+    """One posting (a batch of one: the same call alone or among others); its receipt, or
+    its refusal raised."""
     (result,) = post_batch([posting], now)
     if isinstance(result, LedgerError):
         raise result
-    account.balance, account.held = result.balance, result.held
     return result
+
+
+def _post(account: Account, posting: Posting, now: dt.datetime | None) -> Receipt:
+    """``post``, leaving ``account`` with its totals after the posting."""
+    receipt = post(posting, now)
+    account.balance, account.held = receipt.balance, receipt.held
+    return receipt
 
 
 def _receipt(account_id: int, answer: dict[str, Any]) -> Receipt:

@@ -112,11 +112,8 @@ def receipt_out(receipt: postings.Receipt, key: str) -> PostingOut:
 
 
 def post(posting: postings.Posting) -> PostingOut:
-    """Post one posting (a batch of one, so a posting answers alike alone and in a batch)."""
-    (result,) = postings.post_batch([posting])
-    if isinstance(result, postings.LedgerError):
-        raise result
-    return receipt_out(result, posting.key)
+    """Post one posting; a refusal is raised and answered by the API's error handlers."""
+    return receipt_out(postings.post(posting), posting.key)
 
 
 @router.post("debits", response={201: PostingOut, **FAILURES})

@@ -1,9 +1,20 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, register_converter
+from django.urls.converters import StringConverter
 
 from billing import api
 from billing.views import alerts, api_keys, billing, health, home, usage, webhooks
+
+
+class NameConverter(StringConverter):
+    """A path segment naming a checkout or an invoice: no NUL byte (``%00``), which
+    PostgreSQL text cannot hold, so such a URL is simply not found."""
+
+    regex = "[^/\x00]+"
+
+
+register_converter(NameConverter, "name")
 
 org_urls = [
     path("", home.organization, name="organization"),
@@ -17,10 +28,10 @@ org_urls = [
         billing.purchase_cancelled,
         name="purchase_cancelled",
     ),
-    path("billing/checkout/<str:session_id>/", billing.checkout, name="checkout"),
-    path("billing/checkout/<str:session_id>/pay/", billing.checkout_pay, name="checkout_pay"),
-    path("billing/checkout/<str:session_id>/cancel/", billing.checkout_cancel, name="checkout_cancel"),
-    path("billing/invoices/<str:number>/", billing.invoice, name="invoice"),
+    path("billing/checkout/<name:session_id>/", billing.checkout, name="checkout"),
+    path("billing/checkout/<name:session_id>/pay/", billing.checkout_pay, name="checkout_pay"),
+    path("billing/checkout/<name:session_id>/cancel/", billing.checkout_cancel, name="checkout_cancel"),
+    path("billing/invoices/<name:number>/", billing.invoice, name="invoice"),
     path("usage/", usage.usage_page, name="usage"),
     path("usage/export.csv", usage.usage_export, name="usage_export"),
     path("usage/days/<str:day>/", usage.usage_day, name="usage_day"),

@@ -110,6 +110,19 @@ def _hundred(targets: Sequence[Any], worker: int, n: int) -> list[Any]:
 
 # --- The sides ------------------------------------------------------------------------
 
+# Every Tally debit is for a job of this project and user, posted with a key of this name;
+# the budgeted accounts have a budget on each (limits never reached), the others none.
+BUDGETED_PROJECT, BUDGETED_USER, BUDGETED_KEY = "bench-project", "bench-user", "bench-key"
+
+
+def _job(run: str, worker: int, n: int) -> Any:
+    from ledger import postings
+
+    return postings.JobInfo(
+        f"bench-job-{run}-{worker}-{n % 50}", project=BUDGETED_PROJECT, user=BUDGETED_USER
+    )
+
+
 # The raw side's entry: the row Tally's debit appends, without its job, price or lot links.
 RAW_INSERT = (
     "INSERT INTO ledger_entry (account_id, kind, operation, amount, balance_after, "
@@ -131,7 +144,8 @@ def _tally_debits(targets: Sequence[Any], run: str, worker: int) -> Step:
             key=f"bench-{run}-{worker}-{n}",
             operation=OPERATION,
             quantity=1,
-            job=postings.JobInfo(f"bench-job-{run}-{worker}-{n % 50}"),
+            job=_job(run, worker, n),
+            api_key=BUDGETED_KEY,
         )
         return 1
 
@@ -173,7 +187,8 @@ def _tally_batches(targets: Sequence[Any], run: str, worker: int) -> Step:
                 key=f"bench-{run}-{worker}-{n}-{i}",
                 operation=OPERATION,
                 quantity=1,
-                job=postings.JobInfo(f"bench-job-{run}-{worker}-{i % 50}"),
+                job=_job(run, worker, i),
+                api_key=BUDGETED_KEY,
             )
             for i, account_id in enumerate(_hundred(targets, worker, n))
         ]
@@ -209,6 +224,8 @@ TALLY_DEBITS = Side("Tally", _tally_debits)
 RAW_DEBITS = Side("raw SQL", _raw_debits)
 PGLEDGER = Side("pgledger", _pgledger_debits)
 TALLY_BATCHES = Side("Tally", _tally_batches)
+BUDGETED_DEBITS = Side("Tally, 3 budgets", _tally_debits)
+BUDGETED_BATCHES = Side("Tally, 3 budgets", _tally_batches)
 RAW_BATCHES = Side("raw SQL", _raw_batches)
 
 
@@ -298,16 +315,16 @@ class Race:
     def median(self, name: str) -> float:
         return statistics.median(self.rates[name])
 
-    def row(self, measure: str, baseline: str, target: float) -> tuple[str, ...]:
-        """Tally beside one baseline: the medians, the median of the rounds' ratios (each
-        round's in brackets), the target and whether it is met."""
+    def row(self, measure: str, baseline: str, target: float, ours: str = "Tally") -> tuple[str, ...]:
+        """``ours`` (Tally) beside one baseline: the medians, the median of the rounds'
+        ratios (each round's in brackets), the target and whether it is met."""
         ratios = [
-            ours / theirs for ours, theirs in zip(self.rates["Tally"], self.rates[baseline], strict=True)
+            ours_ / theirs for ours_, theirs in zip(self.rates[ours], self.rates[baseline], strict=True)
         ]
         ratio = statistics.median(ratios)
         return (
             measure,
-            f"{self.median('Tally'):,.0f}",
+            f"{self.median(ours):,.0f}",
             f"{self.median(baseline):,.0f} {baseline}",
             f"{ratio:.2f}x ({', '.join(f'{r:.2f}' for r in ratios)})",
             f">= {target:.2f}x",
@@ -318,14 +335,22 @@ class Race:
 # --- Accounts -------------------------------------------------------------------------
 
 
-def _tally_accounts(prefix: str, count: int) -> list[int]:
-    """``count`` ledger accounts, each funded by one purchase top-up."""
-    from ledger import postings
+def _tally_accounts(prefix: str, count: int, *, budgeted: bool = False) -> list[int]:
+    """``count`` ledger accounts, each funded by one purchase top-up; ``budgeted``: each
+    with a budget on the bench's project, user and key."""
+    from ledger import budgets, postings
     from ledger.models import LotSource
 
     ids = []
     for n in range(count):
         account = postings.open_account(f"{prefix}-{n}")
+        if budgeted:
+            for scope, name in [
+                ("project", BUDGETED_PROJECT),
+                ("user", BUDGETED_USER),
+                ("api_key", BUDGETED_KEY),
+            ]:
+                budgets.set_budget(account, scope, name, budgets.MAX_LIMIT // 4)
         postings.post_top_up(
             account, FUNDS, key="funding", source=LotSource.PURCHASE, operation="credit_pack_bench"
         )
@@ -422,6 +447,10 @@ def main() -> None:
         hot: _tally_accounts(f"bench-{tag}-raw-hot", 1),
         spread: _tally_accounts(f"bench-{tag}-raw", SPREAD),
     }
+    budgeted = {
+        hot: _tally_accounts(f"bench-{tag}-budgeted-hot", 1, budgeted=True),
+        spread: _tally_accounts(f"bench-{tag}-budgeted", SPREAD, budgeted=True),
+    }
     pgl = {hot: _pgledger_accounts(f"bench-{tag}-hot", 1), spread: _pgledger_accounts(f"bench-{tag}", SPREAD)}
     with connection.cursor() as cur:
         cur.execute("ANALYZE")
@@ -459,6 +488,27 @@ def main() -> None:
     )
     print(f"  raw SQL: lock the batch's accounts in id order, {BATCH} of the raw inserts, commit.")
     print(f"  spread: each batch is {BATCH} accounts drawn at random from {SPREAD:,}.")
+
+    rows = []
+    for scale in (hot, spread):
+        for measure, plain, with_budgets in [
+            ("debits/s", TALLY_DEBITS, BUDGETED_DEBITS),
+            (f"postings/s in batches of {BATCH}", TALLY_BATCHES, BUDGETED_BATCHES),
+        ]:
+            race = Race.run([(with_budgets, budgeted[scale]), (plain, tally[scale])], made)
+            rows.append(race.row(f"{measure}, {scale}", "Tally", 0.9, ours=with_budgets.name))
+    print_table(
+        f"Ledger with budgets: every posting checked against and counted in 3 budgets (its project's, "
+        f"its user's, its key's), beside the same postings on accounts without budgets; {ROUNDS} rounds",
+        rows,
+        ("measure", "3 budgets", "baseline", "ratio (rounds)", "target", ""),
+    )
     print()
-    _verify(tally[hot] + tally[spread], raw[hot] + raw[spread], pgl[hot] + pgl[spread], made)
+    made["Tally"] += made.pop("Tally, 3 budgets")
+    _verify(
+        tally[hot] + tally[spread] + budgeted[hot] + budgeted[spread],
+        raw[hot] + raw[spread],
+        pgl[hot] + pgl[spread],
+        made,
+    )
     print(f"  load average {os.getloadavg()[0]:.1f} as the bench ends")

@@ -6,4 +6,5 @@ class BillingConfig(AppConfig):
     verbose_name = "Billing"
 
     def ready(self) -> None:
-        from billing import alerts  # noqa: F401  (connects the low-credit alert receiver)
+        # Connect the receivers: low-credit alerts, and the ledger's notices.
+        from billing import alerts, notices  # noqa: F401

@@ -43,6 +43,16 @@ class InsufficientCreditsError(TallyError):
         self.upgrade_url: str = detail["upgrade_url"]
 
 
+class BudgetExceededError(TallyError):
+    """HTTP 402 ``budget_exceeded``: the posting would take a budget (of the job's project
+    or user, or of this key) past its monthly limit; nothing was changed."""
+
+    def __init__(self, status: int, code: str, message: str, detail: dict[str, Any]) -> None:
+        super().__init__(status, code, message, detail)
+        self.required: int = detail["required"]
+        self.budget = Budget(**detail["budget"])
+
+
 class IdempotencyConflictError(TallyError):
     """HTTP 409: the Idempotency-Key was used before with other parameters."""
 
@@ -64,6 +74,15 @@ ERRORS: dict[int, type[TallyError]] = {
     409: IdempotencyConflictError,
     429: RateLimitedError,
 }
+# A code whose error has its own class, whatever its status shares with others.
+ERROR_CODES: dict[str, type[TallyError]] = {"budget_exceeded": BudgetExceededError}
+
+
+def _error(status: int, error: dict[str, Any]) -> TallyError:
+    code = error.get("code", "http_error")
+    kind = ERROR_CODES.get(code) or ERRORS.get(status, TallyError)
+    return kind(status, code, error.get("message", ""), error)
+
 
 # --- Results ----------------------------------------------------------------------------
 
@@ -146,6 +165,19 @@ class Estimate:
     credits_available: int
     sufficient: bool
     lots: list[LotPlan]
+    budget: Budget | None = None  # the budget that would refuse it
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """A monthly limit on a project's, a user's or a key's charges, with this month's figures."""
+
+    scope: str
+    name: str
+    monthly_limit: int
+    used: int
+    held: int
+    remaining: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,9 +326,7 @@ class Client:
             raise TallyError(response.status, "http_error", text, {}) from None
         if response.status >= 400:
             error = (data or {}).get("error", {}) if isinstance(data, dict) else {}
-            raise ERRORS.get(response.status, TallyError)(
-                response.status, error.get("code", "http_error"), error.get("message", ""), error
-            )
+            raise _error(response.status, error)
         return data
 
     def _post(self, path: str, body: dict[str, Any] | None, key: str | None) -> Posting:
@@ -360,7 +390,7 @@ class Client:
             status = answer["status"]
             if "error" in answer:
                 error = answer["error"]
-                results.append(ERRORS.get(status, TallyError)(status, error["code"], error["message"], error))
+                results.append(_error(status, error))
             else:
                 results.append(Posting.from_json(answer))
         return results
@@ -368,6 +398,19 @@ class Client:
     def usage(self, days: int = 30) -> list[UsageDay]:
         data = self.request("GET", "usage", params={"days": days})
         return [UsageDay(**{**row, "date": dt.date.fromisoformat(row["date"])}) for row in data["days"]]
+
+    def budgets(self) -> list[Budget]:
+        """The organization's budgets with this month's figures."""
+        return [Budget(**budget) for budget in self.request("GET", "budgets")["budgets"]]
+
+    def set_budget(self, scope: str, name: str, monthly_limit: int) -> Budget:
+        """Set the monthly limit of a ``project``, ``user`` or ``api_key`` budget (scope
+        ``budgets:write``)."""
+        path = f"budgets/{scope}/{urllib.parse.quote(name, safe='')}"
+        return Budget(**self.request("PUT", path, body={"monthly_limit": monthly_limit}))
+
+    def remove_budget(self, scope: str, name: str) -> None:
+        self.request("DELETE", f"budgets/{scope}/{urllib.parse.quote(name, safe='')}")
 
 
 class Credits:
@@ -409,10 +452,12 @@ class Credits:
                 return
             before_id = page.next_before_id
 
-    def estimate(self, operation: str, quantity: int) -> Estimate:
-        data = self._client.request(
-            "GET", "credits/estimate", params={"operation": operation, "quantity": quantity}
-        )
+    def estimate(self, operation: str, quantity: int, *, project: str = "", user: str = "") -> Estimate:
+        """What it would cost, and whether it would go ahead now for a job of ``project`` and
+        ``user`` posted with this key (``budget``: the budget that would refuse it)."""
+        params: dict[str, Any] = {"operation": operation, "quantity": quantity}
+        params |= {name: value for name, value in [("project", project), ("user", user)] if value}
+        data = self._client.request("GET", "credits/estimate", params=params)
         return Estimate(
             operation=data["operation"],
             quantity=data["quantity"],
@@ -428,4 +473,5 @@ class Credits:
                 )
                 for lot in data["lots"]
             ],
+            budget=Budget(**data["budget"]) if data.get("budget") else None,
         )

@@ -19,7 +19,7 @@ from billing import purchases
 from billing.closing import close_organization_month
 from billing.models import GB, CreditPack, Membership, Organization, Plan, Purchase, Role, Subscription
 from billing.payments import ProviderName
-from ledger import postings
+from ledger import budgets, postings
 from ledger.models import LotSource, Price
 from ledger.periods import add_months, current_period, month_start
 
@@ -64,6 +64,8 @@ class DemoOrg:
     minutes: tuple[int, int]
     gpus: tuple[str, ...]
     custom_allocation: int | None = None  # Enterprise terms: credits granted each month
+    # Budgets set as the current month begins: (scope, name, monthly limit).
+    budgets: tuple[tuple[str, str, int], ...] = ()
 
 
 ORGS = [
@@ -89,6 +91,7 @@ ORGS = [
         (2, 6),
         (3, 20),
         ("a10g", "a100", "h100"),
+        budgets=(("project", "drone-mapping", 6_000), ("project", "catalog-images", 40_000)),
     ),
     DemoOrg(
         "demo-enterprise",
@@ -204,6 +207,9 @@ def post_history(org: Organization, demo: DemoOrg, now: dt.datetime) -> int:
                 account.refresh_from_db()
             sub.renew(day.date(), now=day)  # the close already renewed: a keyed no-op then
             postings_made += 1
+            if day.date() == current_period(now, tz):
+                for scope, name, limit in demo.budgets:
+                    budgets.set_budget(account, scope, name, limit)
         if day.date() == first + dt.timedelta(days=9):
             postings.post_top_up(
                 account,
@@ -270,14 +276,21 @@ def post_job(org: Organization, rng: random.Random, demo: DemoOrg, number: int, 
     key = f"demo:job:{number}"
     made = 0
     try:
-        postings.debit(account, amount, key=key, operation=operation, job=job, quantity=quantity, now=moment)
-    except postings.InsufficientCredits:
-        # Out of credits: the demo manager buys a pack, as the product intends.
-        pack = CreditPack.objects.get(slug="professional" if demo.plan == "professional" else "standard")
-        packs = -(-(amount - account.available) // (pack.credits or 1))
-        buy_packs(org, pack, packs, number, moment - dt.timedelta(minutes=5))
-        postings.debit(account, amount, key=key, operation=operation, job=job, quantity=quantity, now=moment)
-        made += 1
+        try:
+            postings.debit(
+                account, amount, key=key, operation=operation, job=job, quantity=quantity, now=moment
+            )
+        except postings.InsufficientCredits:
+            # Out of credits: the demo manager buys a pack, as the product intends.
+            pack = CreditPack.objects.get(slug="professional" if demo.plan == "professional" else "standard")
+            packs = -(-(amount - account.available) // (pack.credits or 1))
+            buy_packs(org, pack, packs, number, moment - dt.timedelta(minutes=5))
+            made += 1
+            postings.debit(
+                account, amount, key=key, operation=operation, job=job, quantity=quantity, now=moment
+            )
+    except postings.BudgetExceeded:
+        return made  # its project's budget is spent: the job runner does not start it
     made += 1
     refund_at = moment + dt.timedelta(minutes=40)
     if gpu and rng.random() < 0.12 and refund_at < timezone.now():

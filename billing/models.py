@@ -330,6 +330,7 @@ class AlertThreshold(models.Model):
 class Scope(models.TextChoices):
     ACCOUNT_READ = "account:read"
     USAGE_WRITE = "usage:write"
+    BUDGETS_WRITE = "budgets:write"
 
 
 class ApiKeyQuerySet(models.QuerySet["ApiKey"]):

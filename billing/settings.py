@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "django.contrib.postgres",
     "django_htmx",
     "ninja",  # its Swagger UI served from our static files, not a CDN
     "axes",
@@ -230,6 +231,7 @@ CELERY_BEAT_SCHEDULE = {
     "close-due-months": {"task": "billing.close_due_months", "schedule": 3600.0},
     "release-stale-holds": {"task": "billing.release_stale_holds", "schedule": 300.0},
     "expire-due-lots": {"task": "billing.expire_due_lots", "schedule": 300.0},
+    "sweep-notices": {"task": "billing.sweep_notices", "schedule": 60.0},
 }
 
 # The cache holds the API's per-key request counts: Redis when REDIS_URL is set, so every

@@ -15,7 +15,7 @@ import itertools
 from celery import shared_task
 from django.utils import timezone
 
-from billing import alerts, closing
+from billing import alerts, closing, notices
 from billing.models import Organization
 from ledger import postings
 
@@ -86,3 +86,18 @@ def send_credit_alerts(account_id: int) -> list[str]:
         if alerts.send_alert(alert):
             sent.append(f"{alert.notice}:{alert.level}")
     return sent
+
+
+@shared_task(name="billing.process_notices", acks_late=True)
+def process_notices(account_id: int) -> int:
+    """Act on what the ledger noticed on the account (budget alerts, webhooks)."""
+    return notices.process(account_id)
+
+
+@shared_task(name="billing.sweep_notices")
+def sweep_notices() -> int:
+    """Notices whose task was lost (or failed) get another one."""
+    waiting = notices.accounts_waiting(dt.timedelta(minutes=1))
+    for account_id in waiting:
+        process_notices.delay(account_id)
+    return len(waiting)

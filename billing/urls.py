@@ -4,7 +4,7 @@ from django.urls import include, path, register_converter
 from django.urls.converters import StringConverter
 
 from billing import api
-from billing.views import alerts, api_keys, billing, health, home, usage, webhooks
+from billing.views import alerts, api_keys, billing, budgets, health, home, usage, webhooks
 
 
 class NameConverter(StringConverter):
@@ -39,6 +39,8 @@ org_urls = [
     path("api-keys/<int:key_id>/revoke/", api_keys.revoke_api_key, name="revoke_api_key"),
     path("alerts/", alerts.alerts, name="alerts"),
     path("alerts/<int:alert_id>/delete/", alerts.delete_alert, name="delete_alert"),
+    path("budgets/", budgets.budgets_page, name="budgets"),
+    path("budgets/<int:budget_id>/delete/", budgets.delete_budget, name="delete_budget"),
 ]
 
 urlpatterns = [

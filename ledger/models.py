@@ -10,6 +10,7 @@ import datetime as dt
 import zoneinfo
 from typing import Any
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import ExpressionWrapper, Q
 
@@ -38,6 +39,9 @@ class Account(models.Model):
         default=False,
         help_text="Send credits_changed after each posting (set while a listener, such as a "
         "low-credit alert, needs to hear of this account's changes).",
+    )
+    budgeted = models.BooleanField(
+        default=False, help_text="Whether the account has budgets, which postings then check and count."
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -245,6 +249,12 @@ class Hold(models.Model):
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField()
     resolved_at = models.DateTimeField(null=True, blank=True)
+    api_key = models.CharField(
+        max_length=100, blank=True, help_text="The name of the API key that placed it."
+    )
+    budgets = ArrayField(
+        models.BigIntegerField(), default=list, blank=True, help_text="The budgets its credits count against."
+    )
 
     class Meta:
         indexes = [
@@ -406,3 +416,69 @@ class StatementDay(Figures):
 
     def __str__(self) -> str:
         return f"{self.statement_id} {self.date}"
+
+
+class BudgetScope(models.TextChoices):
+    PROJECT = "project", "Project"
+    USER = "user", "Member"
+    API_KEY = "api_key", "API key"
+
+
+class Budget(models.Model):
+    """A monthly limit on the credits charged to a project, a user or an API key (by the
+    job's ``project`` or ``user``, or the name of the key that posted). The posting
+    functions check it in the same locked posting that checks the balance: a debit, hold
+    or settle that would take ``used`` this month plus ``held`` past ``monthly_limit`` is
+    refused. Months are the account's."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="budgets")
+    scope = models.CharField(max_length=16, choices=BudgetScope.choices)
+    name = models.CharField(max_length=200)
+    monthly_limit = models.BigIntegerField()
+    held = models.BigIntegerField(default=0, help_text="Credits pending holds keep against it.")
+    # What budget alerts said last: the highest level (50, 80, 100) in ``alerted_month``.
+    alerted_month = models.DateField(null=True, blank=True)
+    alerted_level = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["scope", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "scope", "name"], name="budget_unique_name"),
+            models.CheckConstraint(condition=Q(monthly_limit__gte=0), name="budget_limit_gte_0"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.name}: {self.monthly_limit}/month"
+
+
+class BudgetMonth(models.Model):
+    """What a budget's matching charges used in one month (net of refunds, never below 0)."""
+
+    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="months")
+    month = models.DateField(help_text="The month's first day, in the account's time zone.")
+    used = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-month"]
+        constraints = [models.UniqueConstraint(fields=["budget", "month"], name="budget_month_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.budget} in {self.month:%Y-%m}: {self.used}"
+
+
+class Notice(models.Model):
+    """Something the ledger tells listeners, written in the posting's own transaction (an
+    outbox): a posting on a watched account, a hold that expired, a budget that crossed an
+    alert level. Listeners take notices in id order and delete them."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="notices")
+    kind = models.CharField(max_length=32)
+    detail = models.JSONField(default=dict)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "id"], name="notice_account_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} on {self.account_id}"

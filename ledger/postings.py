@@ -46,6 +46,19 @@ class InsufficientCredits(LedgerError):
         super().__init__(f"This needs {required} credits; {remaining} are available.")
 
 
+class BudgetExceeded(LedgerError):
+    """The posting would take a budget past its monthly limit (HTTP 402). Nothing was
+    changed. ``budget`` says which, with its ``scope``, ``name``, ``monthly_limit``,
+    ``used`` and ``remaining`` this month."""
+
+    code = "budget_exceeded"
+
+    def __init__(self, message: str, required: int, budget: dict[str, Any]) -> None:
+        self.required = required
+        self.budget = budget
+        super().__init__(message)
+
+
 class IdempotencyConflict(LedgerError):
     """The key was used before with other parameters (HTTP 409)."""
 
@@ -88,6 +101,8 @@ def _refusal(error: dict[str, Any]) -> LedgerError:
         case "insufficient_credits":
             url = settings.SITE_URL.rstrip("/") + f"/orgs/{detail['slug']}/billing/"
             return InsufficientCredits(detail["required"], detail["remaining"], url)
+        case "budget_exceeded":
+            return BudgetExceeded(message, detail["required"], detail["budget"])
         case "idempotency_conflict":
             return IdempotencyConflict(detail["key"], detail["fields"])
         case "unknown_operation":
@@ -193,7 +208,9 @@ class Posting:
         job: JobInfo | None = None,
         memo: str = "",
         key_space: KeySpace = KeySpace.TALLY,
+        api_key: str = "",
     ) -> Self:
+        """``api_key``: the name of the API key posting it, whose budget it counts against."""
         return cls(
             "debit",
             account_id,
@@ -205,6 +222,7 @@ class Posting:
                 "amount": amount,
                 "job": job.as_dict() if job else None,
                 "memo": memo,
+                "api_key": api_key,
             },
         )
 
@@ -220,7 +238,9 @@ class Posting:
         job: JobInfo | None = None,
         ttl: dt.timedelta = DEFAULT_HOLD_TTL,
         key_space: KeySpace = KeySpace.TALLY,
+        api_key: str = "",
     ) -> Self:
+        """The hold counts against the budgets of its job and ``api_key``; so does its settle."""
         return cls(
             "reserve",
             account_id,
@@ -232,6 +252,7 @@ class Posting:
                 "amount": amount,
                 "job": job.as_dict() if job else None,
                 "ttl_seconds": ttl.total_seconds(),
+                "api_key": api_key,
             },
         )
 
@@ -266,13 +287,15 @@ class Posting:
         key: str,
         operation: str,
         key_space: KeySpace = KeySpace.TALLY,
+        api_key: str = "",
     ) -> Self:
+        """What is given back is given back to the budgets of the job and of ``api_key``."""
         return cls(
             "refund",
             account_id,
             key,
             key_space,
-            {"job": job_external_id, "amount": amount, "operation": operation},
+            {"job": job_external_id, "amount": amount, "operation": operation, "api_key": api_key},
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -301,6 +324,8 @@ class Estimate:
     credits_available: int
     sufficient: bool
     lots: list[LotPlan]
+    # The budget that would refuse it (scope, name, monthly_limit, used, held, remaining).
+    budget: dict[str, Any] | None = None
 
 
 # --- Postings ---------------------------------------------------------------------------
@@ -344,9 +369,11 @@ def debit(
     memo: str = "",
     now: dt.datetime | None = None,
     key_space: KeySpace = KeySpace.TALLY,
+    api_key: str = "",
 ) -> Receipt:
     """Consume ``amount`` credits now, or ``quantity`` of ``operation`` at the price table's
-    rate. Refused with ``InsufficientCredits`` unless available credits cover it."""
+    rate. Refused with ``InsufficientCredits`` unless available credits cover it, and with
+    ``BudgetExceeded`` if it would take a budget of its job or ``api_key`` past its limit."""
     if amount is not None:
         _require_positive(amount)
     posting = Posting.debit(
@@ -358,6 +385,7 @@ def debit(
         job=job,
         memo=memo,
         key_space=key_space,
+        api_key=api_key,
     )
     return _post(account, posting, now)
 
@@ -379,8 +407,10 @@ def reserve(
     ttl: dt.timedelta = DEFAULT_HOLD_TTL,
     now: dt.datetime | None = None,
     key_space: KeySpace = KeySpace.TALLY,
+    api_key: str = "",
 ) -> Receipt:
-    """Put credits on hold for a job about to start: ``available`` drops, ``balance`` not."""
+    """Put credits on hold for a job about to start: ``available`` drops, ``balance`` not;
+    so does what remains of the budgets of its job and ``api_key``."""
     if amount is not None:
         _require_positive(amount)
     posting = Posting.reserve(
@@ -392,6 +422,7 @@ def reserve(
         job=job,
         ttl=ttl,
         key_space=key_space,
+        api_key=api_key,
     )
     return _post(account, posting, now)
 
@@ -436,12 +467,20 @@ def refund(
     operation: str,
     now: dt.datetime | None = None,
     key_space: KeySpace = KeySpace.TALLY,
+    api_key: str = "",
 ) -> Receipt:
-    """Give back up to what a job consumed, to the lots it came from. The share of a lot
-    that has since expired is forfeited, not revived."""
+    """Give back up to what a job consumed, to the lots it came from (and to the budgets of
+    the job and ``api_key``). The share of a lot that has since expired is forfeited, not
+    revived."""
     _require_positive(amount)
     posting = Posting.refund(
-        account.pk, job_external_id, amount, key=key, operation=operation, key_space=key_space
+        account.pk,
+        job_external_id,
+        amount,
+        key=key,
+        operation=operation,
+        key_space=key_space,
+        api_key=api_key,
     )
     return _post(account, posting, now)
 
@@ -545,11 +584,29 @@ def live_lots(account: Account, now: dt.datetime | None = None) -> list[Lot]:
     return [lot for lot in lots if not lot.is_expired_at(moment)]
 
 
-def estimate(account: Account, operation: str, quantity: int, now: dt.datetime | None = None) -> Estimate:
-    """What ``quantity`` of ``operation`` would cost and which lots it would draw on. Posts
-    nothing; another caller may spend the credits before the real posting."""
+def estimate(
+    account: Account,
+    operation: str,
+    quantity: int,
+    now: dt.datetime | None = None,
+    *,
+    project: str = "",
+    user: str = "",
+    api_key: str = "",
+) -> Estimate:
+    """What ``quantity`` of ``operation`` would cost, which lots it would draw on, and
+    whether a budget of a job's ``project`` or ``user``, or of ``api_key``, would refuse it.
+    Posts nothing; another caller may spend the credits before the real posting."""
     now = now or timezone.now()
     total = quote(operation, quantity)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT ledger.over_budget(a, ledger.budgets_of(a, %s::jsonb, %s), %s, %s) FROM ledger_account a"
+            " WHERE a.id = %s",
+            [json.dumps({"project": project, "user": user}), api_key, total, now, account.pk],
+        )
+        (refusal,) = cursor.fetchone()
+    refusal = json.loads(refusal) if isinstance(refusal, str) else refusal
     account.refresh_from_db(fields=["balance", "held", "unlimited"])
     lots = live_lots(account, now)
     available = max(sum(lot.remaining for lot in lots) - account.held, 0)
@@ -567,8 +624,9 @@ def estimate(account: Account, operation: str, quantity: int, now: dt.datetime |
         quantity=quantity,
         total_credits=total,
         credits_available=available,
-        sufficient=account.unlimited or total <= available,
+        sufficient=(account.unlimited or total <= available) and refusal is None,
         lots=plan,
+        budget=refusal["error"]["detail"]["budget"] if refusal else None,
     )
 
 

@@ -21,6 +21,7 @@ from django.core.management import call_command
 from pytest_django import DjangoDbBlocker
 
 from billing.client import (
+    BudgetExceededError,
     Client,
     InsufficientCreditsError,
     Job,
@@ -208,3 +209,24 @@ def test_client_posts_a_batch_each_item_answered_in_its_place(gunicorn: str) -> 
     assert [again[n] for n in (0, 2, 3)] == [first[n] for n in (0, 2, 3)]
     assert client.credits.balance().credits_remaining == 1_000 - 100 - 60 + 30
     assert [(d.top_ups, d.credits_used) for d in client.usage(days=1)] == [(1_000, 130)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_client_sets_a_budget_and_is_refused_past_it(gunicorn: str) -> None:
+    org = make_org("professional", credits=10_000)
+    scopes: list[str] = [Scope.ACCOUNT_READ, Scope.USAGE_WRITE, Scope.BUDGETS_WRITE]
+    client = Client(gunicorn, ApiKey.issue(org, name="runner", scopes=scopes)[1])
+    assert client.set_budget("project", "shelf detector/v2", 500).remaining == 500
+    job = Job("run-1", project="shelf detector/v2")
+    client.debit("image_inference", 400, job=job)
+    estimate = client.credits.estimate("image_inference", 101, project="shelf detector/v2")
+    assert not estimate.sufficient and estimate.budget is not None and estimate.budget.remaining == 100
+    with pytest.raises(BudgetExceededError) as refused:
+        client.debit("image_inference", 101, job=Job("run-2", project="shelf detector/v2"))
+    assert (refused.value.status, refused.value.required) == (402, 101)
+    assert (refused.value.budget.name, refused.value.budget.used) == ("shelf detector/v2", 400)
+    (item,) = client.batch([debit_item("image_inference", 101, idempotency_key="b", job=job)])
+    assert isinstance(item, BudgetExceededError)
+    assert [(b.name, b.used, b.remaining) for b in client.budgets()] == [("shelf detector/v2", 400, 100)]
+    client.remove_budget("project", "shelf detector/v2")
+    assert client.budgets() == []

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from ledger import postings
+from ledger import budgets, postings
 from ledger.models import Entry, EntryKind, Hold, HoldStatus
 from tests.ledger_helpers import assert_clean, in_threads, key, new_account
 
@@ -74,4 +74,32 @@ def test_reserve_settle_release_and_debits_mixed_never_overspend() -> None:
     assert account.held == sum(
         h.amount for h in Hold.objects.filter(account=account, status=HoldStatus.PENDING)
     )
+    assert_clean(account)
+
+
+def test_exactly_the_holds_a_budget_covers_succeed_under_50_threads() -> None:
+    covered = 271  # K of the 1,000 holds, with credits for all of them
+    account = new_account(THREADS * PER_THREAD * PRICE)
+    budgets.set_budget(account, "project", "vision", covered * PRICE)
+
+    def worker(thread: int) -> list[str]:
+        outcomes = []
+        for n in range(PER_THREAD):
+            try:
+                job = postings.JobInfo(f"job-{thread}-{n}", project="vision")
+                postings.reserve(account, PRICE, key=key(), operation="op", job=job)
+                outcomes.append("ok")
+            except postings.BudgetExceeded as refused:
+                assert refused.budget["remaining"] < PRICE
+                outcomes.append("refused")
+        return outcomes
+
+    results = in_threads([functools.partial(worker, t) for t in range(THREADS)])
+    outcomes = [o for r in results for o in r]  # type: ignore[union-attr]
+    assert outcomes.count("ok") == covered
+    assert outcomes.count("refused") == THREADS * PER_THREAD - covered
+    figures = budgets.find(account, "project", "vision")
+    assert figures is not None and (figures.used, figures.held, figures.remaining) == (0, covered * PRICE, 0)
+    account.refresh_from_db()
+    assert account.held == covered * PRICE
     assert_clean(account)

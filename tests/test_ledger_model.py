@@ -1,7 +1,8 @@
 """The ledger against a plain in-memory model of one account.
 
 Hypothesis drives top-ups, debits, adjustments, reserves, settles, releases, refunds,
-expiry of lots and of holds, batches of postings, and the passing of time. Each step is
+expiry of lots and of holds, batches of postings, a budget on one project (its limit
+changed now and then), and the passing of time. Each step is
 first predicted by the model, then posted; the outcome must be the predicted one, and after
 every step the stored account must match the model and pass every invariant
 `check_ledger` checks."""
@@ -19,15 +20,16 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from ledger import postings
+from ledger import budgets, postings
 from ledger.checks import account_breaks
-from ledger.models import Account, Lot, LotSource
+from ledger.models import Account, Budget, BudgetMonth, Lot, LotSource
 
 # Transactional, so each posting commits the way it does in production; every example
 # works on an account of its own.
 pytestmark = [pytest.mark.ledger, pytest.mark.django_db(transaction=True)]
 
 START = dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC)
+BUDGETED = "vision"  # the project with a budget
 Refusal = type[postings.LedgerError] | None
 
 
@@ -46,6 +48,26 @@ class ModelLot:
 class ModelHold:
     amount: int
     expires_at: dt.datetime
+    budgeted: bool = False  # a hold for a job of the budget's project
+
+
+@dataclass
+class ModelBudget:
+    """The budget on BUDGETED: charges of its jobs each month (net of refunds, never below
+    0) plus what its pending holds keep may not pass its limit."""
+
+    limit: int = 400
+    used: dict[dt.date, int] = field(default_factory=dict)
+
+    def month(self, now: dt.datetime) -> dt.date:
+        return now.date().replace(day=1)
+
+    def over(self, used_now: int, held: int, amount: int) -> bool:
+        return used_now + held + amount > self.limit
+
+    def count(self, now: dt.datetime, amount: int) -> None:
+        month = self.month(now)
+        self.used[month] = max(self.used.get(month, 0) + amount, 0)
 
 
 @dataclass
@@ -58,6 +80,19 @@ class ModelAccount:
     draws: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     consumed: dict[str, int] = field(default_factory=dict)
     refunded: dict[str, int] = field(default_factory=dict)
+    budget: ModelBudget = field(default_factory=ModelBudget)
+    budgeted_jobs: set[str] = field(default_factory=set)
+
+    def budget_held(self) -> int:
+        return sum(hold.amount for hold in self.holds.values() if hold.budgeted)
+
+    def budget_refuses(
+        self, amount: int, now: dt.datetime, budgeted: bool, hold: ModelHold | None = None
+    ) -> bool:
+        if not budgeted:
+            return False
+        used_now = self.budget.used.get(self.budget.month(now), 0)
+        return self.budget.over(used_now, self.budget_held() - (hold.amount if hold else 0), amount)
 
     @property
     def balance(self) -> int:
@@ -141,27 +176,44 @@ class ModelAccount:
         if self.available < amount:
             self.lots = snapshot  # a refused posting changes nothing, not even the expiry
             return postings.InsufficientCredits
+        budgeted = job in self.budgeted_jobs
+        if self.budget_refuses(amount, now, budgeted):
+            self.lots = snapshot
+            return postings.BudgetExceeded
         self.take(amount, job)
         if job:
             self.consumed[job] = amount
+        if budgeted:
+            self.budget.count(now, amount)
         return None
 
-    def reserve(self, token: int, amount: int, expires_at: dt.datetime, now: dt.datetime) -> Refusal:
+    def reserve(
+        self, token: int, amount: int, expires_at: dt.datetime, now: dt.datetime, budgeted: bool = False
+    ) -> Refusal:
         snapshot = copy.deepcopy(self.lots)
         self.expire(now)
         if self.available < amount:
             self.lots = snapshot
             return postings.InsufficientCredits
-        self.holds[token] = ModelHold(amount, expires_at)
+        if self.budget_refuses(amount, now, budgeted):
+            self.lots = snapshot
+            return postings.BudgetExceeded
+        self.holds[token] = ModelHold(amount, expires_at, budgeted)
         return None
 
     def settle(self, hold_id: int, amount: int, now: dt.datetime) -> Refusal:
         snapshot = copy.deepcopy(self.lots)
         self.expire(now)
-        if self.balance - (self.held - self.holds[hold_id].amount) < amount:
+        hold = self.holds[hold_id]
+        if self.balance - (self.held - hold.amount) < amount:
             self.lots = snapshot
             return postings.InsufficientCredits
+        if amount > hold.amount and self.budget_refuses(amount, now, hold.budgeted, hold):
+            self.lots = snapshot
+            return postings.BudgetExceeded
         self.take(amount, None)
+        if hold.budgeted:
+            self.budget.count(now, amount)
         del self.holds[hold_id]
         self.expire(now)  # the credits the hold stood on are no longer promised
         return None
@@ -177,13 +229,17 @@ class ModelAccount:
         if amount > self.consumed[job] - self.refunded.get(job, 0):
             return postings.InvalidPosting, 0
         self.refunded[job] = self.refunded.get(job, 0) + amount
-        return None, self.give_back(job, amount, now)
+        credited = self.give_back(job, amount, now)
+        if job in self.budgeted_jobs:
+            self.budget.count(now, -credited)
+        return None, credited
 
 
 class LedgerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.account = postings.open_account(f"model-{uuid.uuid4().hex[:12]}")
+        budgets.set_budget(self.account, "project", BUDGETED, ModelBudget.limit)
         self.model = ModelAccount()
         self.now = START
         self.jobs = 0
@@ -192,9 +248,18 @@ class LedgerMachine(RuleBasedStateMachine):
     def _key(self) -> str:
         return str(uuid.uuid4())
 
-    def _job(self) -> str:
+    def _job(self, budgeted: bool = False) -> postings.JobInfo:
+        """A new job; ``budgeted``: of the budget's project."""
         self.jobs += 1
-        return f"job-{self.jobs}"
+        name = f"job-{self.jobs}"
+        if budgeted:
+            self.model.budgeted_jobs.add(name)
+        return postings.JobInfo(name, project=BUDGETED if budgeted else "elsewhere")
+
+    @rule(limit=st.integers(0, 600))
+    def change_the_budget(self, limit: int) -> None:
+        budgets.set_budget(self.account, "project", BUDGETED, limit)
+        self.model.budget.limit = limit
 
     @initialize()
     def start(self) -> None:
@@ -239,14 +304,14 @@ class LedgerMachine(RuleBasedStateMachine):
         )
         self.model.lots.append(ModelLot(amount, expires, len(self.model.lots)))
 
-    @rule(amount=st.integers(1, 400))
-    def debit(self, amount: int) -> None:
-        job = self._job()
-        expected = self.model.debit(amount, job, self.now)
+    @rule(amount=st.integers(1, 400), budgeted=st.booleans())
+    def debit(self, amount: int, budgeted: bool) -> None:
+        job = self._job(budgeted)
+        expected = self.model.debit(amount, job.external_id, self.now)
         _outcome_is(
             expected,
             lambda: postings.debit(
-                self.account, amount, key=self._key(), operation="op", job=postings.JobInfo(job), now=self.now
+                self.account, amount, key=self._key(), operation="op", job=job, now=self.now
             ),
         )
 
@@ -261,9 +326,10 @@ class LedgerMachine(RuleBasedStateMachine):
             expected, lambda: postings.adjust(self.account, amount, key=self._key(), memo="fix", now=self.now)
         )
 
-    @rule(amount=st.integers(1, 300), hours=st.integers(1, 24 * 5))
-    def reserve(self, amount: int, hours: int) -> None:
-        expected = self.model.reserve(-1, amount, self.now + dt.timedelta(hours=hours), self.now)
+    @rule(amount=st.integers(1, 300), hours=st.integers(1, 24 * 5), budgeted=st.booleans())
+    def reserve(self, amount: int, hours: int, budgeted: bool) -> None:
+        expected = self.model.reserve(-1, amount, self.now + dt.timedelta(hours=hours), self.now, budgeted)
+        job = self._job(budgeted)
         receipt = _outcome_is(
             expected,
             lambda: postings.reserve(
@@ -271,6 +337,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 amount,
                 key=self._key(),
                 operation="op",
+                job=job,
                 now=self.now,
                 ttl=dt.timedelta(hours=hours),
             ),
@@ -346,17 +413,20 @@ class LedgerMachine(RuleBasedStateMachine):
         for n, (kind, amount) in enumerate(zip(kinds, amounts, strict=False)):
             token = None
             if kind == "debit" and amount:
-                job = self._job()
+                job = self._job(budgeted=n % 2 == 0)
                 items.append(
-                    postings.Posting.debit(
-                        pk, key=self._key(), operation="op", amount=amount, job=postings.JobInfo(job)
-                    )
+                    postings.Posting.debit(pk, key=self._key(), operation="op", amount=amount, job=job)
                 )
-                refusal = self.model.debit(amount, job, self.now)
+                refusal = self.model.debit(amount, job.external_id, self.now)
             elif kind == "reserve" and amount:
                 token = -1 - n
-                items.append(postings.Posting.reserve(pk, key=self._key(), operation="op", amount=amount))
-                refusal = self.model.reserve(token, amount, self.now + postings.DEFAULT_HOLD_TTL, self.now)
+                job = self._job(budgeted=n % 2 == 1)
+                items.append(
+                    postings.Posting.reserve(pk, key=self._key(), operation="op", amount=amount, job=job)
+                )
+                refusal = self.model.reserve(
+                    token, amount, self.now + postings.DEFAULT_HOLD_TTL, self.now, budgeted=n % 2 == 1
+                )
             elif kind == "settle" and [h for h in self.model.holds if h > 0]:
                 hold_id = max(h for h in self.model.holds if h > 0)
                 items.append(postings.Posting.settle(pk, hold_id, key=self._key(), amount=amount))
@@ -366,11 +436,11 @@ class LedgerMachine(RuleBasedStateMachine):
                 items.append(postings.Posting.release(pk, hold_id, key=self._key()))
                 refusal = postings.HoldNotPending
             elif kind == "refund" and self.model.consumed:
-                job = sorted(self.model.consumed)[0]
+                refunded = sorted(self.model.consumed)[0]
                 items.append(
-                    postings.Posting.refund(pk, job, amount or 1, key=self._key(), operation="refund")
+                    postings.Posting.refund(pk, refunded, amount or 1, key=self._key(), operation="refund")
                 )
-                refusal, _ = self.model.refund(job, amount or 1, self.now)
+                refusal, _ = self.model.refund(refunded, amount or 1, self.now)
             else:
                 continue
             expected.append((refusal, token))
@@ -392,6 +462,14 @@ class LedgerMachine(RuleBasedStateMachine):
         stored = list(Lot.objects.filter(account=account).order_by("id").values_list("remaining", flat=True))
         assert stored == [lot.remaining for lot in self.model.lots]
         assert account_breaks(account) == []
+        budget = Budget.objects.get(account=account)
+        assert budget.monthly_limit == self.model.budget.limit
+        assert budget.held == self.model.budget_held()
+        stored_used = dict(BudgetMonth.objects.filter(budget=budget).values_list("month", "used"))
+        assert stored_used == {
+            month: used for month, used in self.model.budget.used.items() if month in stored_used
+        }
+        assert all(used == 0 for month, used in self.model.budget.used.items() if month not in stored_used)
 
 
 def _outcome_is[T](refusal: Refusal, post: Callable[[], T]) -> T | None:

@@ -10,7 +10,7 @@ from django.http import HttpRequest
 from ninja import NinjaAPI, Router
 from ninja.parser import Parser
 
-from billing.api import batch, errors, postings, reads
+from billing.api import batch, budgets, errors, postings, reads
 
 
 def _each_field_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -39,7 +39,8 @@ api = NinjaAPI(
     title="Tally API",
     version="1",
     description="Credits for the platform's job runner. Authenticate with "
-    "`Authorization: Bearer <key>`; `account:read` for reads, `usage:write` for postings.",
+    "`Authorization: Bearer <key>`; `account:read` for reads, `usage:write` for postings, "
+    "`budgets:write` to set budgets.",
     urls_namespace="api_v1",
     parser=StrictJSON(),
 )
@@ -47,6 +48,7 @@ errors.register(api)
 api.add_router("", reads.router)
 api.add_router("", postings.router)
 api.add_router("", batch.router)
+api.add_router("", budgets.router)
 
 fallback = Router()
 

@@ -49,6 +49,13 @@ def organization(request: HttpRequest) -> Organization:
     return key.organization
 
 
+def key_name(request: HttpRequest) -> str:
+    """The name of the key that authenticated this request: its postings count against
+    the organization's ``api_key`` budget of that name."""
+    key: ApiKey = request.auth  # type: ignore[attr-defined]
+    return key.name
+
+
 # Every request runs this lookup, so it is one hand-written statement through Django's own
 # cursor: building and compiling the same five-table select_related in the ORM, and its
 # instances, cost the server more than the rest of a balance read (on the API bench, 2x the
@@ -162,3 +169,4 @@ def touch(key: ApiKey) -> None:
 
 READ = ApiKeyAuth(Scope.ACCOUNT_READ)
 WRITE = ApiKeyAuth(Scope.USAGE_WRITE)
+BUDGETS = ApiKeyAuth(Scope.BUDGETS_WRITE)

@@ -16,7 +16,7 @@ from pydantic import Discriminator, Field, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from billing.api import postings as endpoints
-from billing.api.auth import WRITE, organization
+from billing.api.auth import WRITE, key_name, organization
 from billing.api.errors import ledger_refusal, validation_refusal
 from billing.api.schemas import (
     MAX_BIGINT,
@@ -114,7 +114,7 @@ def batch(request: HttpRequest, body: BatchIn) -> BatchOut:
             status, detail = validation_refusal(errors)
             results.append(Refused(status=status, error=detail))
             continue
-        to_post.append((len(results), item.kind, _posting(account_id, item)))
+        to_post.append((len(results), item.kind, _posting(account_id, key_name(request), item)))
         results.append(None)
     answers = postings.post_batch([posting for _, _, posting in to_post]) if to_post else []
     for (place, kind, posting), answer in zip(to_post, answers, strict=True):
@@ -128,18 +128,18 @@ def batch(request: HttpRequest, body: BatchIn) -> BatchOut:
 
 
 def _posting(
-    account_id: int, item: DebitItem | HoldItem | SettleItem | ReleaseItem | RefundItem
+    account_id: int, api_key: str, item: DebitItem | HoldItem | SettleItem | ReleaseItem | RefundItem
 ) -> postings.Posting:
-    """The posting the item's own endpoint would make."""
+    """The posting the item's own endpoint would make (``api_key``: the posting key's name)."""
     key = item.idempotency_key
     match item:
         case DebitItem():
-            return endpoints.debit_posting(account_id, item, key)
+            return endpoints.debit_posting(account_id, item, key, api_key)
         case HoldItem():
-            return endpoints.hold_posting(account_id, item, key)
+            return endpoints.hold_posting(account_id, item, key, api_key)
         case SettleItem():
             return endpoints.settle_posting(account_id, item.hold_id, item, key)
         case ReleaseItem():
             return endpoints.release_posting(account_id, item.hold_id, key)
         case RefundItem():
-            return endpoints.refund_posting(account_id, item, key)
+            return endpoints.refund_posting(account_id, item, key, api_key)

@@ -11,6 +11,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from ledger.postings import (
+    BudgetExceeded,
     HoldNotFound,
     IdempotencyConflict,
     InsufficientCredits,
@@ -140,6 +141,8 @@ def ledger_refusal(exc: LedgerError) -> tuple[int, dict[str, Any]]:
                 "remaining": exc.remaining,
                 "upgrade_url": exc.upgrade_url,
             }
+        case BudgetExceeded():
+            return 402, {**detail, "required": exc.required, "budget": exc.budget}
         case IdempotencyConflict():
             return 409, {**detail, "fields": exc.fields}
         case UnknownOperation():

@@ -14,7 +14,7 @@ import uuid
 from django.http import HttpRequest
 from ninja import Header, Path, Router, Status
 
-from billing.api.auth import WRITE, organization
+from billing.api.auth import WRITE, key_name, organization
 from billing.api.schemas import (
     MAX_BIGINT,
     DebitIn,
@@ -55,23 +55,25 @@ HOLD_ID = Path(..., ge=1, le=MAX_BIGINT)  # type: ignore[type-arg]
 CLIENT = KeySpace.CLIENT
 
 
-def debit_posting(account_id: int, body: DebitIn, key: str) -> postings.Posting:
+def debit_posting(account_id: int, body: DebitIn, key: str, api_key: str) -> postings.Posting:
     return postings.Posting.debit(
         account_id,
         key=key,
         key_space=CLIENT,
+        api_key=api_key,
         operation=body.operation,
         quantity=body.quantity,
         job=body.job.info() if body.job else None,
     )
 
 
-def hold_posting(account_id: int, body: HoldIn, key: str) -> postings.Posting:
+def hold_posting(account_id: int, body: HoldIn, key: str, api_key: str) -> postings.Posting:
     ttl = dt.timedelta(seconds=body.ttl_seconds) if body.ttl_seconds else postings.DEFAULT_HOLD_TTL
     return postings.Posting.reserve(
         account_id,
         key=key,
         key_space=CLIENT,
+        api_key=api_key,
         operation=body.operation,
         quantity=body.quantity,
         amount=body.amount,
@@ -90,9 +92,15 @@ def release_posting(account_id: int, hold_id: int, key: str) -> postings.Posting
     return postings.Posting.release(account_id, hold_id, key=key, key_space=CLIENT)
 
 
-def refund_posting(account_id: int, body: RefundIn, key: str) -> postings.Posting:
+def refund_posting(account_id: int, body: RefundIn, key: str, api_key: str) -> postings.Posting:
     return postings.Posting.refund(
-        account_id, body.job_external_id, body.amount, key=key, key_space=CLIENT, operation=body.operation
+        account_id,
+        body.job_external_id,
+        body.amount,
+        key=key,
+        key_space=CLIENT,
+        operation=body.operation,
+        api_key=api_key,
     )
 
 
@@ -122,7 +130,8 @@ def debit(
 ) -> Status[PostingOut]:
     """Charge ``quantity`` units of ``operation`` now, at the price table's rate."""
     account_id = organization(request).account_id
-    return Status(201, post(debit_posting(account_id, body, idempotency_key or uuid.uuid4().hex)))
+    key = idempotency_key or uuid.uuid4().hex
+    return Status(201, post(debit_posting(account_id, body, key, key_name(request))))
 
 
 @router.post("holds", response={201: PostingOut, **FAILURES})
@@ -131,7 +140,8 @@ def hold(
 ) -> Status[PostingOut]:
     """Reserve credits for a job about to start: ``quantity`` of ``operation``, or ``amount``."""
     account_id = organization(request).account_id
-    return Status(201, post(hold_posting(account_id, body, idempotency_key or uuid.uuid4().hex)))
+    key = idempotency_key or uuid.uuid4().hex
+    return Status(201, post(hold_posting(account_id, body, key, key_name(request))))
 
 
 @router.post("holds/{hold_id}/settle", response={200: PostingOut, **FAILURES})
@@ -163,7 +173,8 @@ def refund(
 ) -> Status[PostingOut]:
     """Give back up to what a job consumed, as a positive entry linked to the job."""
     account_id = organization(request).account_id
-    return Status(201, post(refund_posting(account_id, body, idempotency_key or uuid.uuid4().hex)))
+    key = idempotency_key or uuid.uuid4().hex
+    return Status(201, post(refund_posting(account_id, body, key, key_name(request))))
 
 
 @router.put(

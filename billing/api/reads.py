@@ -10,10 +10,11 @@ from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Query, Router
 
-from billing.api.auth import READ, organization
+from billing.api.auth import READ, key_name, organization
 from billing.api.schemas import (
     MAX_BIGINT,
     MAX_QUANTITY,
+    NO_NUL,
     OPERATION,
     BalanceOut,
     Error,
@@ -132,10 +133,16 @@ def estimate(
     request: HttpRequest,
     operation: str = Query(..., min_length=1, max_length=100, pattern=OPERATION),  # type: ignore[type-arg]
     quantity: int = Query(..., ge=1, le=MAX_QUANTITY),  # type: ignore[type-arg]
+    project: str = Query("", max_length=200, pattern=NO_NUL),  # type: ignore[type-arg]
+    user: str = Query("", max_length=200, pattern=NO_NUL),  # type: ignore[type-arg]
 ) -> EstimateOut:
     """What ``quantity`` of ``operation`` would cost, the lots it would draw on, and whether
-    a hold for it would succeed now. Posts nothing."""
-    result = postings.estimate(organization(request).account, operation, quantity)
+    a hold for it would succeed now: for a job of ``project`` and ``user``, posted with
+    this key, a budget may refuse it though the credits cover it. Posts nothing."""
+    account = organization(request).account
+    result = postings.estimate(
+        account, operation, quantity, project=project, user=user, api_key=key_name(request)
+    )
     return EstimateOut.model_validate(result, from_attributes=True)  # the same field names
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from ninja import Schema
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
+from ledger.budgets import MAX_LIMIT
 from ledger.postings import JobInfo
 
 # PostgreSQL text cannot hold NUL; refusing it here keeps such input a 422, not a 500.
@@ -106,13 +107,36 @@ class LotOut(Schema):
     credits: int
 
 
+class BudgetOut(Schema):
+    scope: str = Field(description="project, user or api_key.")
+    name: str = Field(description="The project, the user, or the API key's name.")
+    monthly_limit: int
+    used: int = Field(description="Credits charged this month (the organization's month), net of refunds.")
+    held: int = Field(description="Credits pending holds keep against it.")
+    remaining: int = Field(description="monthly_limit - used - held, never below 0.")
+
+
+class BudgetsOut(Schema):
+    budgets: list[BudgetOut]
+
+
+class BudgetIn(StrictIn):
+    monthly_limit: int = Field(ge=0, le=MAX_LIMIT)
+
+
 class EstimateOut(Schema):
     operation: str
     quantity: int
     total_credits: int
     credits_available: int
-    sufficient: bool = Field(description="Whether a hold for the total would succeed now.")
+    sufficient: bool = Field(
+        description="Whether a hold for the total would succeed now: the credits cover it and no "
+        "budget refuses it."
+    )
     lots: list[LotOut]
+    budget: BudgetOut | None = Field(
+        None, description="The budget that would refuse it (budget_exceeded), if one would."
+    )
 
 
 class UsageDayOut(Schema):

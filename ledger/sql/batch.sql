@@ -17,14 +17,16 @@ BEGIN
                              coalesce(p ->> 'memo', ''), p_now);
     WHEN 'debit' THEN
         RETURN ledger.debit(v_account, v_space, v_key, p ->> 'operation', (p ->> 'quantity')::bigint,
-                            (p ->> 'amount')::bigint, p -> 'job', coalesce(p ->> 'memo', ''), p_now);
+                            (p ->> 'amount')::bigint, p -> 'job', coalesce(p ->> 'memo', ''),
+                            coalesce(p ->> 'api_key', ''), p_now);
     WHEN 'adjustment' THEN
         RETURN ledger.adjust(v_account, v_space, v_key, (p ->> 'amount')::bigint,
                              coalesce(p ->> 'memo', ''), p_now);
     WHEN 'reserve' THEN
         RETURN ledger.reserve(v_account, v_space, v_key, p ->> 'operation', (p ->> 'quantity')::bigint,
                               (p ->> 'amount')::bigint, p -> 'job',
-                              make_interval(secs => (p ->> 'ttl_seconds')::double precision), p_now);
+                              make_interval(secs => (p ->> 'ttl_seconds')::double precision),
+                              coalesce(p ->> 'api_key', ''), p_now);
     WHEN 'settle' THEN
         RETURN ledger.settle(v_account, v_space, v_key, (p ->> 'hold_id')::bigint,
                              (p ->> 'amount')::bigint, (p ->> 'quantity')::bigint, p_now);
@@ -32,7 +34,7 @@ BEGIN
         RETURN ledger.release(v_account, v_space, v_key, (p ->> 'hold_id')::bigint, p_now);
     WHEN 'refund' THEN
         RETURN ledger.refund(v_account, v_space, v_key, p ->> 'job', (p ->> 'amount')::bigint,
-                             p ->> 'operation', p_now);
+                             p ->> 'operation', coalesce(p ->> 'api_key', ''), p_now);
     ELSE
         RETURN ledger.refusal('invalid_posting', format('No posting kind %L.', p ->> 'kind'));
     END CASE;

@@ -42,12 +42,13 @@ $$;
 -- their expiry not counted) cover it.
 CREATE FUNCTION ledger.debit(
     p_account bigint, p_key_space text, p_key text, p_operation text, p_quantity bigint,
-    p_amount bigint, p_job jsonb, p_memo text, p_now timestamptz
+    p_amount bigint, p_job jsonb, p_memo text, p_api_key text, p_now timestamptz
 ) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_account ledger_account := ledger.lock_account(p_account);
     v_now timestamptz := coalesce(p_now, clock_timestamp());
     v_cost jsonb := ledger.cost(p_operation, p_quantity, p_amount);
+    v_budgets bigint[] := ledger.budgets_of(v_account, p_job, p_api_key);
     v_amount bigint;
     v_params jsonb;
     v_answer jsonb;
@@ -59,7 +60,8 @@ BEGIN
     v_amount := v_cost::bigint;
     v_params := jsonb_build_object('amount', v_amount, 'operation', p_operation, 'quantity', p_quantity,
                                    'job', p_job);
-    v_answer := ledger.check_charge(v_account, p_key_space, p_key, 'debit', v_params, v_amount, p_job, v_now);
+    v_answer := ledger.check_charge(v_account, p_key_space, p_key, 'debit', v_params, v_amount, p_job,
+                                    v_budgets, v_now);
     IF v_answer IS NOT NULL THEN
         RETURN v_answer;
     END IF;
@@ -67,7 +69,8 @@ BEGIN
     v_entry := ledger.append(p_account, 'debit', p_operation, -v_amount, v_now, p_quantity,
                              ledger.job(p_account, p_job, v_now), p_memo => p_memo);
     PERFORM ledger.draw(v_account, v_entry, v_amount);
-    RETURN ledger.answer(p_account, p_key_space, p_key, 'debit', v_params, v_now, -v_amount, v_entry);
+    RETURN ledger.answer(p_account, p_key_space, p_key, 'debit', v_params, v_now, -v_amount, v_entry,
+                         p_noticed => ledger.count_budgets(v_account, v_budgets, v_amount, 0, v_now));
 END;
 $$;
 
@@ -109,12 +112,13 @@ $$;
 -- not. The hold is released by the periodic sweep if unresolved after ``ttl``.
 CREATE FUNCTION ledger.reserve(
     p_account bigint, p_key_space text, p_key text, p_operation text, p_quantity bigint,
-    p_amount bigint, p_job jsonb, p_ttl interval, p_now timestamptz
+    p_amount bigint, p_job jsonb, p_ttl interval, p_api_key text, p_now timestamptz
 ) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_account ledger_account := ledger.lock_account(p_account);
     v_now timestamptz := coalesce(p_now, clock_timestamp());
     v_cost jsonb := ledger.cost(p_operation, p_quantity, p_amount);
+    v_budgets bigint[] := ledger.budgets_of(v_account, p_job, p_api_key);
     v_amount bigint;
     v_params jsonb;
     v_answer jsonb;
@@ -125,17 +129,20 @@ BEGIN
     END IF;
     v_amount := v_cost::bigint;
     v_params := jsonb_build_object('amount', v_amount, 'operation', p_operation, 'job', p_job);
-    v_answer := ledger.check_charge(v_account, p_key_space, p_key, 'reserve', v_params, v_amount, p_job, v_now);
+    v_answer := ledger.check_charge(v_account, p_key_space, p_key, 'reserve', v_params, v_amount, p_job,
+                                    v_budgets, v_now);
     IF v_answer IS NOT NULL THEN
         RETURN v_answer;
     END IF;
     PERFORM ledger.expire_due(p_account, v_now);
-    INSERT INTO ledger_hold (account_id, operation, amount, status, job_id, created_at, expires_at)
+    INSERT INTO ledger_hold (account_id, operation, amount, status, job_id, created_at, expires_at,
+                             api_key, budgets)
     VALUES (p_account, p_operation, v_amount, 'pending', ledger.job(p_account, p_job, v_now), v_now,
-            v_now + coalesce(p_ttl, interval '24 hours'))
+            v_now + coalesce(p_ttl, interval '24 hours'), coalesce(p_api_key, ''), v_budgets)
     RETURNING id INTO v_hold;
     UPDATE ledger_account SET held = held + v_amount WHERE id = p_account;
-    RETURN ledger.answer(p_account, p_key_space, p_key, 'reserve', v_params, v_now, p_hold => v_hold);
+    RETURN ledger.answer(p_account, p_key_space, p_key, 'reserve', v_params, v_now, p_hold => v_hold,
+                         p_noticed => ledger.count_budgets(v_account, v_budgets, 0, v_amount, v_now));
 END;
 $$;
 
@@ -173,8 +180,11 @@ BEGIN
         ledger.replay(p_account, p_key_space, p_key, 'settle', v_params),
         CASE WHEN v_amount < 0 THEN ledger.refusal('invalid_posting', 'A settle amount cannot be negative.') END,
         ledger.not_pending(v_hold, p_hold),
-        -- This hold's own credits count as available to it; other holds' do not.
-        ledger.short_of(v_account, v_amount, v_credits.remaining - (v_credits.held - v_hold.amount)));
+        -- This hold's own credits count as available to it; other holds' do not. So do
+        -- they against the budgets it counts against: only a charge above them can exceed one.
+        ledger.short_of(v_account, v_amount, v_credits.remaining - (v_credits.held - v_hold.amount)),
+        CASE WHEN v_amount > v_hold.amount
+             THEN ledger.over_budget(v_account, v_hold.budgets, v_amount, v_now, v_hold) END);
     IF v_answer IS NOT NULL THEN
         RETURN v_answer;
     END IF;
@@ -185,7 +195,9 @@ BEGIN
         PERFORM ledger.draw(v_account, v_entry, v_amount);
     END IF;
     PERFORM ledger.resolve(v_hold, 'settled', v_now, v_amount);
-    RETURN ledger.answer(p_account, p_key_space, p_key, 'settle', v_params, v_now, -v_amount, v_entry, v_hold.id);
+    RETURN ledger.answer(p_account, p_key_space, p_key, 'settle', v_params, v_now, -v_amount, v_entry, v_hold.id,
+                         p_noticed => ledger.count_budgets(v_account, v_hold.budgets, v_amount, -v_hold.amount,
+                                                           v_now));
 END;
 $$;
 
@@ -211,6 +223,7 @@ BEGIN
         RETURN v_answer;
     END IF;
     PERFORM ledger.resolve(v_hold, 'released', v_now);
+    PERFORM ledger.count_budgets(v_account, v_hold.budgets, 0, -v_hold.amount, v_now);
     RETURN ledger.answer(p_account, p_key_space, p_key, 'release', v_params, v_now, p_hold => v_hold.id);
 END;
 $$;
@@ -223,7 +236,7 @@ $$;
 -- never-expiring adjustment lot once that is paid, so no refunded credit is lost.
 CREATE FUNCTION ledger.refund(
     p_account bigint, p_key_space text, p_key text, p_job text, p_amount bigint,
-    p_operation text, p_now timestamptz
+    p_operation text, p_api_key text, p_now timestamptz
 ) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_account ledger_account := ledger.lock_account(p_account);
@@ -316,6 +329,9 @@ BEGIN
         RETURNING id INTO v_surplus_lot;
         INSERT INTO ledger_lotdraw (entry_id, lot_id, amount) VALUES (v_entry, v_surplus_lot, v_uncovered - v_paid);
     END IF;
+    -- What is given back is given back to the budgets of the job and of the refunding key.
+    PERFORM ledger.count_budgets(v_account, ledger.budgets_of(v_account, jsonb_build_object('external_id', p_job),
+                                                              p_api_key), -v_credited, 0, v_now);
     RETURN ledger.answer(p_account, p_key_space, p_key, 'refund', v_params, v_now, v_credited, v_entry,
                          p_forfeited => v_left);
 END;
@@ -349,14 +365,23 @@ CREATE FUNCTION ledger.expire_hold(p_hold bigint, p_now timestamptz)
 RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE
     v_hold ledger_hold;
+    v_account ledger_account;
 BEGIN
     SELECT * INTO v_hold FROM ledger_hold WHERE id = p_hold;
-    PERFORM ledger.lock_account(v_hold.account_id);
+    v_account := ledger.lock_account(v_hold.account_id);
     SELECT * INTO v_hold FROM ledger_hold WHERE id = p_hold;  -- as it is under the lock
     IF v_hold.status <> 'pending' OR v_hold.expires_at > coalesce(p_now, clock_timestamp()) THEN
         RETURN false;
     END IF;
     PERFORM ledger.resolve(v_hold, 'expired', coalesce(p_now, clock_timestamp()));
+    PERFORM ledger.count_budgets(v_account, v_hold.budgets, 0, -v_hold.amount, coalesce(p_now, clock_timestamp()));
+    INSERT INTO ledger_notice (account_id, kind, detail, created_at)
+    SELECT v_account.id, 'hold.expired',
+           jsonb_build_object('hold_id', v_hold.id, 'amount', v_hold.amount, 'operation', v_hold.operation,
+                              'job', (SELECT external_id FROM ledger_job WHERE id = v_hold.job_id),
+                              'created_at', v_hold.created_at, 'expires_at', v_hold.expires_at),
+           coalesce(p_now, clock_timestamp())
+     WHERE v_account.notify;
     RETURN true;
 END;
 $$;

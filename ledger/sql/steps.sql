@@ -10,7 +10,7 @@
 -- posting. A refusal is {"error": {"code", "message", "detail"}}, with the codes
 -- ledger/postings.py turns into the ledger's exceptions: insufficient_credits,
 -- idempotency_conflict, unknown_operation, invalid_posting, hold_not_found,
--- hold_not_pending.
+-- hold_not_pending, budget_exceeded.
 
 CREATE SCHEMA IF NOT EXISTS ledger;
 
@@ -180,16 +180,141 @@ $$;
 
 -- Whether a charge (a debit or a hold) of ``amount`` for ``job`` may go ahead: the answer
 -- to its key if it was posted before, else a refusal (a charge of nothing, a malformed
--- job, too few credits available once what is past its expiry is left out); NULL when it
--- may go ahead.
+-- job, too few credits available once what is past its expiry is left out, a budget it
+-- would take past its limit); NULL when it may go ahead.
 CREATE FUNCTION ledger.check_charge(
     p_account ledger_account, p_key_space text, p_key text, p_action text, p_params jsonb,
-    p_amount bigint, p_job jsonb, p_now timestamptz
+    p_amount bigint, p_job jsonb, p_budgets bigint[], p_now timestamptz
 ) RETURNS jsonb LANGUAGE plpgsql AS $$
 BEGIN
     RETURN coalesce(ledger.replay(p_account.id, p_key_space, p_key, p_action, p_params),
                     ledger.not_positive(p_amount), ledger.bad_job(p_job),
-                    ledger.short_of(p_account, p_amount, (SELECT available FROM ledger.credits(p_account.id, p_now))));
+                    ledger.short_of(p_account, p_amount, (SELECT available FROM ledger.credits(p_account.id, p_now))),
+                    ledger.over_budget(p_account, p_budgets, p_amount, p_now));
+END;
+$$;
+
+
+-- The month a posting at ``now`` counts in: that of the day its entry is dated on (in the
+-- account's time zone, never before the first open day).
+CREATE FUNCTION ledger.month_of(p_account ledger_account, p_now timestamptz)
+RETURNS date LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN date_trunc('month', greatest((p_now AT TIME ZONE p_account.time_zone)::date,
+                                        p_account.open_from))::date;
+END;
+$$;
+
+
+-- The budgets a charge for ``job`` posted with the API key named ``api_key`` counts
+-- against: those of the job's project and user (as the job was first described, if it
+-- was) and of the key. None unless the account has budgets.
+CREATE FUNCTION ledger.budgets_of(p_account ledger_account, p_job jsonb, p_api_key text)
+RETURNS bigint[] LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_project text;
+    v_user text;
+BEGIN
+    IF NOT p_account.budgeted THEN
+        RETURN '{}';
+    END IF;
+    IF jsonb_typeof(p_job) = 'object' THEN
+        SELECT project, "user" INTO v_project, v_user FROM ledger_job
+         WHERE account_id = p_account.id AND external_id = p_job ->> 'external_id';
+        IF NOT FOUND THEN
+            v_project := p_job ->> 'project';
+            v_user := p_job ->> 'user';
+        END IF;
+    END IF;
+    RETURN (SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM ledger_budget
+             WHERE account_id = p_account.id
+               AND ((scope = 'project' AND name = v_project) OR (scope = 'user' AND name = v_user)
+                    OR (scope = 'api_key' AND name = p_api_key)));
+END;
+$$;
+
+
+-- A refusal of a charge of ``amount`` that would take one of ``budgets`` past its limit
+-- this month: what the month used plus what pending holds keep (less ``hold``'s own
+-- credits, when a settle charges more than its hold) plus ``amount``. NULL when every
+-- budget covers it.
+CREATE FUNCTION ledger.over_budget(
+    p_account ledger_account, p_budgets bigint[], p_amount bigint, p_now timestamptz,
+    p_hold ledger_hold DEFAULT NULL
+) RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_budget record;
+    v_left bigint;
+BEGIN
+    IF cardinality(p_budgets) = 0 THEN
+        RETURN NULL;
+    END IF;
+    SELECT b.scope, b.name, b.monthly_limit, coalesce(m.used, 0) AS used,
+           b.held - coalesce(p_hold.amount, 0) AS held
+      INTO v_budget
+      FROM ledger_budget b
+      LEFT JOIN ledger_budgetmonth m ON m.budget_id = b.id AND m.month = ledger.month_of(p_account, p_now)
+     WHERE b.id = ANY(p_budgets)
+       AND coalesce(m.used, 0) + b.held - coalesce(p_hold.amount, 0) + p_amount > b.monthly_limit
+     ORDER BY b.scope, b.name
+     LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    v_left := greatest(v_budget.monthly_limit - v_budget.used - v_budget.held, 0);
+    RETURN ledger.refusal('budget_exceeded',
+        format('This needs %s credits; the %s budget %L has %s of its %s left this month.',
+               p_amount, replace(v_budget.scope, '_', ' '), v_budget.name, v_left, v_budget.monthly_limit),
+        jsonb_build_object('required', p_amount, 'slug', p_account.slug,
+                           'budget', jsonb_build_object('scope', v_budget.scope, 'name', v_budget.name,
+                                                        'monthly_limit', v_budget.monthly_limit,
+                                                        'used', v_budget.used, 'held', v_budget.held,
+                                                        'remaining', v_left)));
+END;
+$$;
+
+
+-- Count a posting against ``budgets``: ``used`` credits charged (negative: refunded,
+-- never below 0) in the month of ``now``, and ``held`` credits kept by holds. A budget
+-- whose used and held credits cross 50, 80 or 100% of its limit is noticed (budget
+-- alerts read the notice). Returns whether one was.
+CREATE FUNCTION ledger.count_budgets(
+    p_account ledger_account, p_budgets bigint[], p_used bigint, p_held bigint, p_now timestamptz
+) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    v_month date;
+    v_crossed bigint[];
+BEGIN
+    IF cardinality(p_budgets) = 0 OR (p_used = 0 AND p_held = 0) THEN
+        RETURN false;
+    END IF;
+    v_month := ledger.month_of(p_account, p_now);
+    IF p_held <> 0 THEN
+        UPDATE ledger_budget SET held = held + p_held WHERE id = ANY(p_budgets);
+    END IF;
+    IF p_used <> 0 THEN
+        INSERT INTO ledger_budgetmonth AS m (budget_id, month, used)
+        SELECT id, v_month, greatest(p_used, 0) FROM ledger_budget WHERE id = ANY(p_budgets)
+        ON CONFLICT (budget_id, month) DO UPDATE SET used = greatest(m.used + p_used, 0);
+    END IF;
+    IF p_used + p_held <= 0 THEN
+        RETURN false;
+    END IF;
+    SELECT array_agg(b.id) INTO v_crossed
+      FROM ledger_budget b
+      LEFT JOIN ledger_budgetmonth m ON m.budget_id = b.id AND m.month = v_month
+     CROSS JOIN LATERAL (SELECT coalesce(m.used, 0) + b.held AS now_at) AS t
+     WHERE b.id = ANY(p_budgets)
+       AND EXISTS (SELECT FROM unnest(ARRAY[50, 80, 100]) AS level
+                    WHERE (t.now_at - p_used - p_held) * 100 < level * b.monthly_limit
+                      AND t.now_at * 100 >= level * b.monthly_limit);
+    IF v_crossed IS NULL THEN
+        RETURN false;
+    END IF;
+    INSERT INTO ledger_notice (account_id, kind, detail, created_at)
+    SELECT p_account.id, 'budget', jsonb_build_object('budget', id, 'month', v_month), p_now
+      FROM unnest(v_crossed) AS id;
+    RETURN true;
 END;
 $$;
 
@@ -364,7 +489,8 @@ $$;
 
 
 -- Resolve a pending hold once (settled, released or expired): its credits are no longer
--- held, and lots past their expiry that it stood on expire now.
+-- held, and lots past their expiry that it stood on expire now. (Its budgets are the
+-- caller's to count: a settle moves them from held to used.)
 CREATE FUNCTION ledger.resolve(
     p_hold ledger_hold, p_status text, p_now timestamptz, p_settled bigint DEFAULT NULL
 ) RETURNS void LANGUAGE plpgsql AS $$
@@ -396,11 +522,13 @@ $$;
 
 -- Record the answer against the key (in the same transaction as the posting, so a
 -- refused posting stores nothing, not even its key) and return it: the receipt, with the
--- account's figures after the posting, and whether listeners want to hear of it.
+-- account's figures after the posting, and whether listeners want to hear of it (the
+-- account is watched, or the posting ``noticed`` something). A watched account's receipt
+-- is also kept as a notice, so listeners see every posting in order.
 CREATE FUNCTION ledger.answer(
     p_account bigint, p_key_space text, p_key text, p_action text, p_params jsonb,
     p_now timestamptz, p_amount bigint DEFAULT 0, p_entry bigint DEFAULT NULL,
-    p_hold bigint DEFAULT NULL, p_forfeited bigint DEFAULT 0
+    p_hold bigint DEFAULT NULL, p_forfeited bigint DEFAULT 0, p_noticed boolean DEFAULT false
 ) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_account ledger_account;
@@ -413,6 +541,11 @@ BEGIN
         'created_at', p_now, 'entry_id', p_entry, 'hold_id', p_hold, 'forfeited', p_forfeited);
     INSERT INTO ledger_idempotencyrecord (account_id, key_space, "key", action, params, result, created_at)
     VALUES (p_account, p_key_space, p_key, p_action, p_params, v_receipt, p_now);
-    RETURN jsonb_build_object('receipt', v_receipt, 'replayed', false, 'notify', v_account.notify);
+    IF v_account.notify THEN
+        INSERT INTO ledger_notice (account_id, kind, detail, created_at)
+        VALUES (p_account, 'posting', v_receipt, p_now);
+    END IF;
+    RETURN jsonb_build_object('receipt', v_receipt, 'replayed', false,
+                              'notify', v_account.notify OR p_noticed);
 END;
 $$;

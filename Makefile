@@ -17,7 +17,7 @@ PG_ANSWERS = $(BIN)/python -c 'import sys, psycopg; psycopg.connect(sys.argv[1],
 PYTEST := $(BIN)/pytest -p no:cacheprovider --create-db
 comma := ,
 
-.PHONY: help venv services machine-postgres chromium run serve test lint bench clean
+.PHONY: help venv services machine-postgres chromium pdf-libraries run serve test lint bench screenshots clean
 
 help:
 	@echo "make run    serve the demo at http://127.0.0.1:$(PORT)/ (web, worker, scheduler; PostgreSQL:"
@@ -25,6 +25,8 @@ help:
 	@echo "make test   ruff, mypy, the suite on PostgreSQL (the machine's, else the embedded one),"
 	@echo "            Redis and Chromium"
 	@echo "make bench  the benchmarks, each beside its baseline"
+	@echo "make screenshots  every page at 390 and 1280 px, as each demo plan's manager and member,"
+	@echo "            in var/screenshots/ for review"
 
 $(BIN)/.installed: pyproject.toml
 	@test -n "$(PY)" || { echo "Python 3.13 is required: put python3.13 on PATH or install it with pyenv (~/.pyenv/versions/3.13*)." >&2; exit 1; }
@@ -53,14 +55,21 @@ machine-postgres:
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
+# What WeasyPrint (the invoice PDFs) needs from the system: Pango and a font, installed when
+# missing.
+PDF_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core
+pdf-libraries:
+	@dpkg -s $(PDF_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PDF_PACKAGES); }
+
 # Without DATABASE_URL, `serve` runs inside embedded_pg.py's `run`, which starts the embedded
 # PostgreSQL, and stops it once Ctrl-C has stopped web, worker and scheduler.
 # (SERVE, not $(MAKE) itself, in the recipe: `make -n run` then starts no server.)
 SERVE = $(MAKE) --no-print-directory serve
 # The demo and the benches serve plain HTTP on this machine, with the offline test checkout:
-# both are refused with DEBUG off unless asked for (README, "Security settings").
-PLAIN_HTTP_DEMO = ALLOW_PLAIN_HTTP=1 ALLOW_LOCAL_PAYMENTS=1
-run: venv
+# both are refused with DEBUG off unless asked for (README, "Security settings"). Webhooks
+# may go to receivers on this machine (private addresses are refused otherwise).
+PLAIN_HTTP_DEMO = ALLOW_PLAIN_HTTP=1 ALLOW_LOCAL_PAYMENTS=1 WEBHOOKS_ALLOW_PRIVATE=1
+run: venv pdf-libraries
 ifdef DATABASE_URL
 	$(SERVE)
 else
@@ -72,14 +81,15 @@ serve: venv
 	$(BIN)/python manage.py seed_demo
 	@echo
 	@echo "Tally is starting at http://127.0.0.1:$(PORT)/  (Ctrl-C stops web, worker and scheduler$(if $(EMBEDDED),$(comma) then PostgreSQL))"
-	PORT=$(PORT) SITE_URL=$${SITE_URL:-http://127.0.0.1:$(PORT)} $(PLAIN_HTTP_DEMO) $(BIN)/honcho start -f Procfile
+	@# Ctrl-C ends honcho with 130: the demo stopped as asked, not an error.
+	PORT=$(PORT) SITE_URL=$${SITE_URL:-http://127.0.0.1:$(PORT)} $(PLAIN_HTTP_DEMO) $(BIN)/honcho start -f Procfile || test $$? -eq 130
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
-test: venv services chromium lint
+test: venv services chromium pdf-libraries lint
 	@if $(PG_ANSWERS); then \
 		echo "--- the suite on the machine's PostgreSQL ($(PG_URL)) ---"; \
 		echo "DATABASE_URL=$(PG_URL) REDIS_URL=$(TEST_REDIS_URL) $(PYTEST)"; \
@@ -92,6 +102,17 @@ test: venv services chromium lint
 
 bench: venv machine-postgres services
 	DATABASE_URL=$(PG_URL) REDIS_URL=$(TEST_REDIS_URL) $(PLAIN_HTTP_DEMO) $(BIN)/python -m bench
+
+# The browser tests that shoot every page, writing to var/screenshots/ (gitignored).
+SCREENSHOT_TESTS := tests/test_phone_browser.py -k "every_demo_page or sideways_on_a_phone or screenshots_at_desktop"
+screenshots: venv services chromium
+	rm -rf var/screenshots
+	@if $(PG_ANSWERS); then \
+		DATABASE_URL=$(PG_URL) REDIS_URL=$(TEST_REDIS_URL) SCREENSHOTS_DIR=$(CURDIR)/var/screenshots $(PYTEST) -q $(SCREENSHOT_TESTS); \
+	else \
+		REDIS_URL=$(TEST_REDIS_URL) SCREENSHOTS_DIR=$(CURDIR)/var/screenshots $(EMBEDDED_PG) run -- $(PYTEST) -q $(SCREENSHOT_TESTS); \
+	fi
+	@echo "Screenshots: var/screenshots/ ($$(ls var/screenshots | wc -l) files)"
 
 clean:
 	-test ! -x $(BIN)/python || $(EMBEDDED_PG) stop

@@ -206,6 +206,19 @@ def make_orgs(prefix: str, count: int) -> None:
             WHERE {mine} AND e.kind = 'debit' ORDER BY e.id""",
             params,
         )
+        # ledger.add_to_groups: the debits have no job; their class is the price table's.
+        cur.execute(
+            f"""
+            INSERT INTO ledger_groupday (account_id, date, project, "user", resource_class, operation,
+                                         debits, refunds)
+            SELECT e.account_id, e.local_date, '', '', coalesce(p.resource_class, ''), e.operation,
+                   -sum(e.amount), 0
+            FROM ledger_entry e JOIN ledger_account a ON a.id = e.account_id
+            LEFT JOIN ledger_price p ON p.operation = e.operation
+            WHERE {mine} AND e.kind = 'debit'
+            GROUP BY e.account_id, e.local_date, p.resource_class, e.operation ORDER BY 1, 2""",
+            params,
+        )
         # ledger.add_to_day: the renewal and the first debit share the first day.
         cur.execute(
             f"""
@@ -262,6 +275,9 @@ def ledger_rows(account_id: int) -> dict[str, list[dict[str, Any]]]:
         "idempotencyrecord": "SELECT * FROM ledger_idempotencyrecord WHERE account_id = %s ORDER BY id",
         "job": "SELECT * FROM ledger_job WHERE account_id = %s ORDER BY id",
         "hold": "SELECT * FROM ledger_hold WHERE account_id = %s ORDER BY id",
+        "groupday": "SELECT * FROM ledger_groupday WHERE account_id = %s "
+        'ORDER BY date, project, "user", resource_class, operation',
+        "groupmonth": "SELECT * FROM ledger_groupmonth WHERE account_id = %s ORDER BY month, dimension, name",
     }
     rows: dict[str, list[dict[str, Any]]] = {}
     with connection.cursor() as cur:

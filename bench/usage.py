@@ -23,6 +23,10 @@ import time
 from collections.abc import Callable
 
 BIG, SMALL = 1_000_000, 1_000
+# The usage report's organization: REPORT_ENTRIES entries over the last 13 months (each a
+# job of one of REPORT_PROJECTS projects), every past month closed.
+REPORT_ENTRIES = int(os.environ.get("BENCH_REPORT_ENTRIES", "2000000"))
+REPORT_PROJECTS = 500
 ENTRIES_PER_JOB = 20
 ALLOCATION = 100_000_000_000  # credits: more than a million debits of up to 50 use
 OPERATION = "training_a100_per_minute"
@@ -111,9 +115,101 @@ def main() -> None:
             ("export peak memory above idle (MB)", f"{peak / 1e6:.1f}", "0 (idle)", "-", "< 50 MB"),
         ],
     )
+    report_bench(user, now)
 
 
-def _fill_month(account_id: int, entries: int, start: dt.datetime, end: dt.datetime) -> None:
+def report_bench(user: object, now: dt.datetime) -> None:
+    """The usage report by project over a year beside the same over one month, for an
+    organization with REPORT_ENTRIES entries and REPORT_PROJECTS projects."""
+    from django.db import connection, transaction
+    from django.test import Client
+
+    from bench.common import median_seconds, print_table
+    from billing.models import Membership, Organization, Plan, Role, Subscription
+    from ledger.checks import account_breaks
+    from ledger.models import Account
+    from ledger.periods import add_months, current_period, month_start
+    from ledger.statements import freeze_statements
+
+    org = Organization.objects.create(name="bench-report", slug="bench-report")
+    Subscription.objects.create(organization=org, plan=Plan.objects.get(slug="professional"))
+    Membership.objects.create(organization=org, user=user, role=Role.MANAGER)
+    current = current_period(now, org.tzinfo)
+    first = add_months(current, -12)
+    started = time.perf_counter()
+    Account.objects.filter(pk=org.account_id).update(created_at=month_start(first, org.tzinfo))
+    _fill_month(
+        org.account_id,
+        REPORT_ENTRIES,
+        month_start(first, org.tzinfo),
+        now,
+        projects=REPORT_PROJECTS,
+        per_job=1,
+    )
+    for n in range(12):  # the month close's ledger half, month by month
+        with transaction.atomic():
+            freeze_statements(
+                [Account.objects.select_for_update().get(pk=org.account_id)], add_months(first, n)
+            )
+    written = time.perf_counter() - started
+    org.account.refresh_from_db()
+    breaks = account_breaks(org.account)
+    assert not breaks, breaks[:3]
+    with connection.cursor() as cur:
+        cur.execute("VACUUM ANALYZE ledger_groupday, ledger_groupmonth, ledger_dailyrollup, ledger_statement")
+        cur.execute("SELECT count(*) FROM ledger_groupday WHERE account_id = %s", [org.account_id])
+        (group_days,) = cur.fetchone() or (0,)
+    print(
+        f"  bench-report: {REPORT_ENTRIES:,} entries over 13 months, {REPORT_PROJECTS} projects, 12 months "
+        f"closed, {group_days:,} group days, in {written:.1f}s; check_ledger clean"
+    )
+    client = Client()
+    client.force_login(user)  # type: ignore[arg-type]
+    today = org.account.local_date(now)
+    last_month = add_months(current, -1)
+    ranges = {
+        "year": (today - dt.timedelta(days=364), today),
+        "month": (last_month, current - dt.timedelta(days=1)),
+    }
+
+    def report(span: str) -> Callable[[], object]:
+        start, end = ranges[span]
+
+        def get() -> object:
+            response = client.get(f"/orgs/{org.slug}/usage/report/?from={start}&to={end}&group=project")
+            assert response.status_code == 200 and b"report-total" in response.content
+            return response
+
+        return get
+
+    report("year")()
+    report("month")()
+    year = median_seconds(report("year"), PAGE_REPEAT)
+    month = median_seconds(report("month"), PAGE_REPEAT)
+    print_table(
+        "usage report: credits used by project, a page over HTTP (Django's client)",
+        [
+            (
+                f"a year, month by month, vs one month, day by day ({REPORT_ENTRIES:,} entries, "
+                f"{REPORT_PROJECTS} projects) (ms)",
+                f"{year * 1000:.1f}",
+                f"{month * 1000:.1f}",
+                f"{year / month:.2f}x",
+                "<= 3x",
+            )
+        ],
+    )
+
+
+def _fill_month(
+    account_id: int,
+    entries: int,
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    projects: int = 7,
+    per_job: int = ENTRIES_PER_JOB,
+) -> None:
     """``entries`` entries between ``start`` and ``end``: a custom credit allocation first,
     posted by the ledger, then debits of jobs (``ENTRIES_PER_JOB`` each, priced by amount)
     written in bulk exactly as ``ledger.debit`` writes them (``check_bulk_month`` compares
@@ -131,7 +227,8 @@ def _fill_month(account_id: int, entries: int, start: dt.datetime, end: dt.datet
         "start": start,
         "step": step // dt.timedelta(microseconds=1),
         "n": entries - 1,
-        "per_job": ENTRIES_PER_JOB,
+        "per_job": per_job,
+        "projects": projects,
         "operation": OPERATION,
     }
     with transaction.atomic():
@@ -152,7 +249,7 @@ def _fill_month(account_id: int, entries: int, start: dt.datetime, end: dt.datet
                 """
                 INSERT INTO ledger_job (account_id, external_id, name, project, "user", resource_class,
                                         created_at)
-                SELECT %(account)s, 'job-' || k, 'experiment-' || k, 'project-' || (k %% 7),
+                SELECT %(account)s, 'job-' || k, 'experiment-' || k, 'project-' || (k %% %(projects)s),
                        'user' || (k %% 13) || '@example.com', (ARRAY['a10g', 'a100', 'h100'])[k %% 3 + 1],
                        %(start)s
                          + (((k - 1) * %(per_job)s + 1)::bigint * %(step)s::bigint) * interval '1 microsecond'
@@ -202,6 +299,18 @@ def _fill_month(account_id: int, entries: int, start: dt.datetime, end: dt.datet
                        e.created_at
                 FROM ledger_entry e JOIN ledger_job j ON j.id = e.job_id
                 WHERE e.account_id = %(account)s AND e.kind = 'debit' ORDER BY e.id""",
+                params,
+            )
+            # ledger.add_to_groups: each day's debits by the jobs' project, user and class.
+            cur.execute(
+                """
+                INSERT INTO ledger_groupday (account_id, date, project, "user", resource_class, operation,
+                                             debits, refunds)
+                SELECT e.account_id, e.local_date, j.project, j."user", j.resource_class, e.operation,
+                       -sum(e.amount), 0
+                FROM ledger_entry e JOIN ledger_job j ON j.id = e.job_id
+                WHERE e.account_id = %(account)s AND e.kind = 'debit'
+                GROUP BY 1, 2, 3, 4, 5, 6""",
                 params,
             )
             # ledger.add_to_day: the allocation's day has its rollup already.

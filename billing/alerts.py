@@ -27,6 +27,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
+from billing import watch
 from billing.models import AlertKind, AlertThreshold, Organization, Role
 from ledger.models import Account
 from ledger.periods import current_period
@@ -61,14 +62,16 @@ def _monthly_credits(org: Organization) -> int | None:
     return subscription.monthly_credits if subscription is not None else None
 
 
+@watch.needs_postings
+def _has_thresholds(organization_id: int) -> bool:
+    return AlertThreshold.objects.filter(organization_id=organization_id).exists()
+
+
 @receiver([post_save, post_delete], sender=AlertThreshold, dispatch_uid="billing.alerts.notify")
 def _notify_while_thresholds(sender: Any, instance: AlertThreshold, **kwargs: Any) -> None:
-    """Most organizations set no thresholds: the ledger sends credits_changed only for
-    accounts whose ``notify`` flag is set, so it is kept on while the organization has one."""
-    org = Organization.objects.filter(pk=instance.organization_id).values("account_id").first()
-    if org is not None:
-        watched = AlertThreshold.objects.filter(organization_id=instance.organization_id).exists()
-        Account.objects.filter(pk=org["account_id"]).update(notify=watched)
+    """The ledger sends credits_changed only for accounts whose ``notify`` flag is set, so
+    it is kept on while the organization has a threshold (or another listener needs it)."""
+    watch.update_notify(instance.organization_id)
 
 
 # What ``evaluate`` itself saves: a threshold's state, not what it is set to.

@@ -6,5 +6,5 @@ class BillingConfig(AppConfig):
     verbose_name = "Billing"
 
     def ready(self) -> None:
-        # Connect the receivers: low-credit alerts, and the ledger's notices.
-        from billing import alerts, notices  # noqa: F401
+        # Connect the receivers: low-credit alerts, the ledger's notices, auto top-up.
+        from billing import alerts, auto_top_up, notices  # noqa: F401

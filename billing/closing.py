@@ -32,6 +32,8 @@ from ledger import postings
 from ledger.models import Account, Entry, Lot, Statement
 from ledger.periods import add_months, current_period, month_start
 from ledger.statements import freeze_statements
+from webhooks import events as webhook_events
+from webhooks.models import EventType
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +215,28 @@ def _close_month(orgs: list[Organization], period: dt.date, now: dt.datetime) ->
         ClosedMonth(org.slug, period, statement, invoice, closed_now=True)
         for org, statement, invoice in zip(orgs, statements, invoices, strict=True)
     )
+    # In the close's own transaction: sent once it commits, never for a close rolled back.
+    webhook_events.record_each(
+        EventType.STATEMENT_CLOSED,
+        [
+            (org, _statement_data(statement, invoice))
+            for org, statement, invoice in zip(orgs, statements, invoices, strict=True)
+        ],
+    )
     return closed
+
+
+def _statement_data(statement: Statement, invoice: Invoice | None) -> dict[str, object]:
+    """The ``statement.closed`` webhook's data."""
+    return {
+        "period": f"{statement.period:%Y-%m}",
+        "brought_forward": statement.brought_forward,
+        "top_ups": statement.top_ups,
+        "credits_used": statement.credits_used,
+        "closing_balance": statement.closing_balance,
+        "parts": statement.parts(),
+        "invoice": webhook_events.invoice_data(invoice) if invoice is not None else None,
+    }
 
 
 def _renew(org: Organization, period: dt.date, now: dt.datetime) -> None:

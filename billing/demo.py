@@ -15,10 +15,22 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from billing import purchases
+from billing import auto_top_up, invoices, purchases
 from billing.closing import close_organization_month
-from billing.models import GB, CreditPack, Membership, Organization, Plan, Purchase, Role, Subscription
-from billing.payments import ProviderName
+from billing.models import (
+    GB,
+    BillingProfile,
+    CreditPack,
+    Invoice,
+    Membership,
+    Organization,
+    PaymentMethodSetup,
+    Plan,
+    Purchase,
+    Role,
+    Subscription,
+)
+from billing.payments import ProviderName, local
 from ledger import budgets, postings
 from ledger.models import LotSource, Price
 from ledger.periods import add_months, current_period, month_start
@@ -64,6 +76,10 @@ class DemoOrg:
     minutes: tuple[int, int]
     gpus: tuple[str, ...]
     custom_allocation: int | None = None  # Enterprise terms: credits granted each month
+    # The stored test card (local provider): "4242..." is charged, "4000...0002" declined.
+    card: str | None = None
+    billing_details: tuple[str, str, str] | None = None  # legal name, address, tax id
+    auto_top_up: tuple[int, str, int] | None = None  # threshold, pack, monthly limit
     # Budgets set as the current month begins: (scope, name, monthly limit).
     budgets: tuple[tuple[str, str, int], ...] = ()
 
@@ -80,6 +96,7 @@ ORGS = [
         (1, 4),
         (2, 8),
         ("a10g", "a10g", "a100"),
+        card="4000000000000002",  # always declined: its invoices fail and are retried
     ),
     DemoOrg(
         "demo-pro",
@@ -92,6 +109,13 @@ ORGS = [
         (3, 20),
         ("a10g", "a100", "h100"),
         budgets=(("project", "drone-mapping", 6_000), ("project", "catalog-images", 40_000)),
+        card="4242424242424242",
+        billing_details=(
+            "Demo Pro Robotics GmbH",
+            "Invalidenstraße 117\n10115 Berlin\nGermany",
+            "DE 298 765 432",
+        ),
+        auto_top_up=(5_000, "professional", 3),
     ),
     DemoOrg(
         "demo-enterprise",
@@ -120,7 +144,18 @@ def seed(log: Callable[[str], None] = print, now: dt.datetime | None = None) -> 
             continue
         with transaction.atomic():
             org = create_org(demo)
+            set_up_payments(org, demo)
             entries = post_history(org, demo, now)
+            if demo.auto_top_up is not None:
+                threshold, pack, limit = demo.auto_top_up
+                auto_top_up.configure(
+                    org,
+                    enabled=True,
+                    threshold=threshold,
+                    pack=CreditPack.objects.get(slug=pack),
+                    monthly_limit=limit,
+                    by=f"{demo.slug}-{Role.MANAGER}",
+                )
         log(f"{demo.slug}: {entries} postings over three months")
     ensure_staff()
 
@@ -189,6 +224,30 @@ def create_org(demo: DemoOrg) -> Organization:
     return org
 
 
+def set_up_payments(org: Organization, demo: DemoOrg) -> None:
+    """Billing details and the stored test card, before any month closes."""
+    if demo.billing_details is not None:
+        legal_name, address, tax_id = demo.billing_details
+        BillingProfile.objects.create(organization=org, legal_name=legal_name, address=address, tax_id=tax_id)
+    if demo.card is not None:
+        manager = get_user_model().objects.get(username=f"{demo.slug}-{Role.MANAGER}")
+        setup = PaymentMethodSetup.objects.create(
+            organization=org,
+            provider=ProviderName.LOCAL,
+            session_id=f"local_seti_demo_{org.slug}",
+            started_by=manager,
+        )
+        local.add_card(setup, demo.card)
+
+
+def collect_due(org: Organization, moment: dt.datetime) -> None:
+    """Charge the organization's invoices due by ``moment``, as the scheduler would."""
+    for invoice_id in Invoice.objects.filter(organization=org, next_attempt_at__lte=moment).values_list(
+        "pk", flat=True
+    ):
+        invoices.collect(invoice_id, moment)
+
+
 def post_history(org: Organization, demo: DemoOrg, now: dt.datetime) -> int:
     """Three months up to ``now``: renewals, jobs, refunds, packs, a promotion, an
     adjustment, the two past months closed, and a job still running on a hold."""
@@ -210,6 +269,7 @@ def post_history(org: Organization, demo: DemoOrg, now: dt.datetime) -> int:
             if day.date() == current_period(now, tz):
                 for scope, name, limit in demo.budgets:
                     budgets.set_budget(account, scope, name, limit)
+        collect_due(org, min(day + dt.timedelta(hours=1), now))  # the month's invoice, its retries
         if day.date() == first + dt.timedelta(days=9):
             postings.post_top_up(
                 account,
@@ -240,7 +300,8 @@ def post_history(org: Organization, demo: DemoOrg, now: dt.datetime) -> int:
             postings_made += post_job(org, rng, demo, job_number, moment)
         day += dt.timedelta(days=1)  # wall-clock arithmetic: the next local midnight
     account.refresh_from_db()
-    hold = 600 if account.unlimited else min(600, account.available // 2)
+    postings_made += plant_findings(org, now)
+    hold = 600 if account.unlimited else min(600, postings.credits_now(account, now).available // 2)
     if hold <= 0:
         return postings_made
     postings.reserve(
@@ -252,6 +313,36 @@ def post_history(org: Organization, demo: DemoOrg, now: dt.datetime) -> int:
         now=now,
     )
     return postings_made + 1
+
+
+def plant_findings(org: Organization, now: dt.datetime) -> int:
+    """Two things the review should find: a hold the job runner never settled (expired two
+    days ago) and a run settled at twice its estimate."""
+    account = org.account
+    if not account.unlimited and postings.credits_now(account, now).available < 1_000:
+        return 0  # the Free demo has too few credits left to run these
+    stuck = now - dt.timedelta(days=2, hours=3)
+    job = postings.JobInfo("demo-stuck-1", "eval-sweep", PROJECTS[1], USERS[1], "a100")
+    postings.reserve(
+        account,
+        120,
+        key="demo:stuck-hold",
+        operation="training_a100_per_minute",
+        job=job,
+        ttl=dt.timedelta(hours=1),
+        now=stuck,
+    )
+    postings.release_expired_holds(now=stuck + dt.timedelta(hours=2))
+    started = now - dt.timedelta(days=1, hours=4)
+    job = postings.JobInfo("demo-long-run-1", "long-finetune", PROJECTS[0], USERS[2], "a100")
+    hold = postings.reserve(
+        account, 300, key="demo:long-run", operation="training_a100_per_minute", job=job, now=started
+    )
+    if hold.hold_id is not None:
+        postings.settle(
+            account, hold.hold_id, 600, key="demo:long-run-settle", now=started + dt.timedelta(hours=1)
+        )
+    return 4
 
 
 def post_job(org: Organization, rng: random.Random, demo: DemoOrg, number: int, moment: dt.datetime) -> int:

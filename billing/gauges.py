@@ -30,10 +30,18 @@ class Gauge:
     limit: float | None
     # Credits count down (what remains); the others count up (what is used).
     remaining: bool = False
+    # Credits beyond the limit (packs, promotions, rolled-over plan credits): the bar stops
+    # at the limit and the label counts these apart.
+    extra: int = 0
 
     @property
     def has_bar(self) -> bool:
         return self.limit is not None and self.limit > 0
+
+    @property
+    def bar_value(self) -> float:
+        """The bar's position (``aria-valuenow``): within 0 and the limit, whatever the value."""
+        return min(max(self.value, 0), self.limit or 0)
 
     @property
     def percent(self) -> int:
@@ -75,12 +83,24 @@ def credits_gauge(org: Organization, subscription: Subscription | None) -> Gauge
             remaining=True,
         )
     limit = subscription.monthly_credits
+    if not limit:
+        return Gauge(
+            GaugeKind.CREDITS,
+            "Training credits",
+            f"{intcomma(balance)} credits remaining",
+            balance,
+            None,
+            remaining=True,
+        )
+    # The bar measures the monthly allowance: never past it (a screen reader must not hear
+    # 10,171 of 10,000), nor below nothing.
+    shown, extra = min(max(balance, 0), limit), max(balance - limit, 0)
     label = (
-        f"{intcomma(balance)} of {intcomma(limit)} training credits remaining"
-        if limit
-        else f"{intcomma(balance)} training credits remaining"
+        f"{intcomma(limit)} of {intcomma(limit)} monthly credits + {intcomma(extra)} extra"
+        if extra
+        else f"{intcomma(balance)} of {intcomma(limit)} monthly credits remaining"
     )
-    return Gauge(GaugeKind.CREDITS, "Training credits", label, balance, limit, remaining=True)
+    return Gauge(GaugeKind.CREDITS, "Training credits", label, shown, limit, remaining=True, extra=extra)
 
 
 def storage_gauge(org: Organization, subscription: Subscription | None) -> Gauge:

@@ -237,6 +237,11 @@ class CreditPack(models.Model):
         return self.credits is None
 
 
+class PurchaseOrigin(models.TextChoices):
+    CHECKOUT = "checkout", "Bought at checkout"
+    AUTO_TOP_UP = "auto_top_up", "Auto top-up"
+
+
 class PurchaseStatus(models.TextChoices):
     PENDING = "pending"
     PAID = "paid"
@@ -257,19 +262,48 @@ class Purchase(models.Model):
     provider_session_id = models.CharField(max_length=255, blank=True)
     provider_payment_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
     status = models.CharField(max_length=16, choices=PurchaseStatus.choices, default=PurchaseStatus.PENDING)
+    origin = models.CharField(max_length=16, choices=PurchaseOrigin.choices, default=PurchaseOrigin.CHECKOUT)
     created_at = models.DateTimeField(default=timezone.now)
     paid_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            # At most one auto top-up in flight per organization (billing.auto_top_up).
+            models.UniqueConstraint(
+                fields=["organization"],
+                condition=models.Q(origin="auto_top_up", status="pending"),
+                name="purchase_one_auto_top_up_in_flight",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.pack} for {self.organization} ({self.status})"
+
+    @property
+    def checkout_expired(self) -> bool:
+        """Still pending after its checkout session's lifetime (``CHECKOUT_SESSION_HOURS``;
+        Stripe expires a session after 24 hours): the buyer left, and the checkout takes no
+        payment any more. Computed when read, so no task has to mark it; a payment the
+        provider still reports for it (a delayed method) credits it as usual."""
+        lifetime = dt.timedelta(hours=settings.CHECKOUT_SESSION_HOURS)
+        return self.status == PurchaseStatus.PENDING and timezone.now() - self.created_at >= lifetime
+
+    @property
+    def shown_status(self) -> str:
+        """The status as pages show it: a pending checkout past its lifetime is expired."""
+        return "expired" if self.checkout_expired else self.status
+
+    @property
+    def shown_status_display(self) -> str:
+        return "Expired" if self.checkout_expired else self.get_status_display()
 
 
 class InvoiceStatus(models.TextChoices):
     OPEN = "open"
     PAID = "paid"
+    PAYMENT_FAILED = "payment_failed", "Payment failed"
+    UNCOLLECTIBLE = "uncollectible"
     VOID = "void"
 
 
@@ -280,18 +314,68 @@ class Invoice(models.Model):
     period = models.DateField(help_text="The first day of the invoiced month.")
     number = models.CharField(max_length=32, unique=True)
     currency = models.CharField(max_length=3, default="USD")
-    total_cents = models.PositiveIntegerField(default=0)
+    total_cents = models.PositiveIntegerField(default=0, help_text="The subtotal: the sum of the lines.")
+    amount_paid_cents = models.PositiveIntegerField(
+        default=0, help_text="Packs paid at checkout, plus the charge that paid the rest."
+    )
     status = models.CharField(max_length=16, choices=InvoiceStatus.choices, default=InvoiceStatus.OPEN)
     issued_at = models.DateTimeField(default=timezone.now)
+    bill_to = models.TextField(blank=True, help_text="The billing details as they were when it was issued.")
+    paid_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the amount due is next charged; empty when nothing is."
+    )
 
     class Meta:
         ordering = ["-period"]
         constraints = [
-            models.UniqueConstraint(fields=["organization", "period"], name="invoice_one_per_month")
+            models.UniqueConstraint(fields=["organization", "period"], name="invoice_one_per_month"),
+            models.CheckConstraint(
+                condition=models.Q(amount_paid_cents__lte=models.F("total_cents")),
+                name="invoice_paid_at_most_total",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=models.Q(next_attempt_at__isnull=False),
+                name="invoice_collection_due",
+            )
         ]
 
     def __str__(self) -> str:
         return self.number
+
+    @property
+    def amount_due_cents(self) -> int:
+        return self.total_cents - self.amount_paid_cents
+
+
+class PaymentAttemptOutcome(models.TextChoices):
+    PAID = "paid"
+    DECLINED = "declined"
+    FAILED = "failed", "Could not be charged"
+
+
+class PaymentAttempt(models.Model):
+    """One charge of an invoice's amount due to the stored payment method. Its key is
+    the idempotency key sent to the provider, so a retried task charges once."""
+
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveSmallIntegerField()
+    key = models.CharField(max_length=100, unique=True)
+    amount_cents = models.PositiveIntegerField()
+    outcome = models.CharField(max_length=16, choices=PaymentAttemptOutcome.choices)
+    message = models.CharField(max_length=300, blank=True)
+    provider_payment_id = models.CharField(max_length=255, blank=True)
+    attempted_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["number"]
+        constraints = [models.UniqueConstraint(fields=["invoice", "number"], name="attempt_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.invoice} attempt {self.number}: {self.outcome}"
 
 
 class InvoiceLine(models.Model):
@@ -303,6 +387,107 @@ class InvoiceLine(models.Model):
 
     def __str__(self) -> str:
         return self.description
+
+    @property
+    def paid(self) -> bool:
+        """A pack's line was paid at checkout, before the invoice was issued."""
+        return self.purchase_id is not None
+
+
+class BillingProfile(models.Model):
+    """An organization's billing details (what its invoices say they are billed to), and
+    its customer at the payment provider (a Stripe Customer, made once)."""
+
+    organization = models.OneToOneField(
+        Organization, on_delete=models.CASCADE, related_name="billing_profile"
+    )
+    legal_name = models.CharField(max_length=200, blank=True)
+    address = models.TextField(blank=True, max_length=1000)
+    tax_id = models.CharField("Tax ID", max_length=64, blank=True)
+    stripe_customer_id = models.CharField(max_length=255, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"Billing details of {self.organization}"
+
+    @property
+    def bill_to(self) -> str:
+        """The lines an invoice shows under "Billed to"."""
+        lines = [self.legal_name or self.organization.name, *self.address.splitlines()]
+        if self.tax_id:
+            lines.append(f"Tax ID: {self.tax_id}")
+        return "\n".join(line.strip() for line in lines if line.strip())
+
+
+class PaymentMethod(models.Model):
+    """The card an organization's invoices and auto top-ups are charged to: one at most."""
+
+    organization = models.OneToOneField(Organization, on_delete=models.CASCADE, related_name="payment_method")
+    provider = models.CharField(max_length=32)
+    method_id = models.CharField(max_length=255, help_text="The provider's id for it (pm_...).")
+    brand = models.CharField(max_length=32)
+    last4 = models.CharField(max_length=4)
+    exp_month = models.PositiveSmallIntegerField()
+    exp_year = models.PositiveSmallIntegerField()
+    added_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.brand.title()} ending {self.last4}"
+
+
+class SetupStatus(models.TextChoices):
+    PENDING = "pending"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class PaymentMethodSetup(models.Model):
+    """A manager adding a card: a hosted page (Stripe Checkout in setup mode, or the local
+    test page) whose completion stores the card as the organization's payment method."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="method_setups")
+    provider = models.CharField(max_length=32)
+    session_id = models.CharField(max_length=255, blank=True)
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    status = models.CharField(max_length=16, choices=SetupStatus.choices, default=SetupStatus.PENDING)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "session_id"],
+                condition=~models.Q(session_id=""),
+                name="setup_session_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"card setup for {self.organization} ({self.status})"
+
+
+class AutoTopUp(models.Model):
+    """Buy ``pack`` with the stored payment method whenever available credits fall below
+    ``threshold``: at most ``monthly_limit`` times in the organization's month, one at a
+    time, and off after ``MAX_DECLINES`` declines in a row (``billing.auto_top_up``)."""
+
+    MAX_DECLINES = 3
+
+    organization = models.OneToOneField(Organization, on_delete=models.CASCADE, related_name="auto_top_up")
+    enabled = models.BooleanField(default=False)
+    threshold = models.PositiveIntegerField(help_text="Top up when available credits fall below this.")
+    pack = models.ForeignKey(CreditPack, on_delete=models.PROTECT, related_name="+")
+    monthly_limit = models.PositiveSmallIntegerField(help_text="Top-ups at most in a month.")
+    declines = models.PositiveSmallIntegerField(
+        default=0, help_text="Declines in a row since the last success."
+    )
+    disabled_reason = models.CharField(max_length=200, blank=True)
+    limit_reached_month = models.DateField(
+        null=True, blank=True, help_text="The month the limit was reported."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"auto top-up of {self.organization} ({'on' if self.enabled else 'off'})"
 
 
 class AlertKind(models.TextChoices):
@@ -324,7 +509,7 @@ class AlertThreshold(models.Model):
         constraints = [models.UniqueConstraint(fields=["organization", "kind", "value"], name="alert_unique")]
 
     def __str__(self) -> str:
-        return f"{self.value}{'%' if self.kind == AlertKind.PERCENT else ' credits'}"
+        return f"{self.value:,}{'%' if self.kind == AlertKind.PERCENT else ' credits'}"
 
 
 class Scope(models.TextChoices):

@@ -20,6 +20,10 @@ from billing.models import CreditPack, Organization, Purchase, PurchaseStatus
 from billing.payments import PaymentError, PaymentProvider, get_provider
 from ledger import postings
 from ledger.models import LotSource
+from team import audit
+from team.models import Action
+from webhooks import events as webhook_events
+from webhooks.models import EventType
 
 __all__ = [
     "PurchaseStatus",
@@ -59,6 +63,8 @@ def start(
     failed and is raised again."""
     if pack.is_custom or not pack.active or pack.credits is None or pack.price_cents is None:
         raise PackNotForSale(f"{pack.name} is arranged with our sales team.")
+    if org.account.unlimited:
+        raise PackNotForSale(f"{org.name}'s plan is unlimited: it needs no credit packs.")
     provider = provider or get_provider()
     purchase = Purchase.objects.create(
         organization=org,
@@ -103,12 +109,13 @@ def fulfil(purchase: Purchase, *, payment_id: str, now: dt.datetime | None = Non
                 f"Payment {payment_id} already paid purchase {other}; purchase {locked.pk} is not credited."
             )
         pack = CreditPack.objects.get(pk=locked.pack_id)
-        account = Organization.objects.select_related("account").get(pk=locked.organization_id).account
+        org = Organization.objects.select_related("account").get(pk=locked.organization_id)
+        account = org.account
         locked.status = PurchaseStatus.PAID
         locked.provider_payment_id = payment_id
         locked.paid_at = now
         try:
-            postings.post_top_up(
+            receipt = postings.post_top_up(
                 account,
                 locked.credits,
                 key=f"purchase:{locked.provider}:{payment_id}",
@@ -118,6 +125,19 @@ def fulfil(purchase: Purchase, *, payment_id: str, now: dt.datetime | None = Non
                 now=now,
             )
             locked.save(update_fields=["status", "provider_payment_id", "paid_at"])
+            webhook_events.record(
+                org,
+                EventType.TOP_UP_SUCCEEDED,
+                webhook_events.top_up_data(locked, entry_id=receipt.entry_id, available=receipt.available),
+            )
+            audit.record(
+                f"payment provider ({locked.provider})",
+                org,
+                Action.PURCHASE_PAID,
+                target=pack.name,
+                detail=f"{locked.credits:,} credits added; payment {payment_id}.",
+                at=now,
+            )
         except (IntegrityError, postings.IdempotencyConflict) as exc:
             # Another purchase took this payment id since the check above (the column is
             # unique, and so is the top-up's key); the exception rolls this top-up back.
@@ -138,4 +158,8 @@ def close_unpaid(purchase: Purchase, *, status: PurchaseStatus) -> Purchase:
         if locked.status == PurchaseStatus.PENDING:
             locked.status = status
             locked.save(update_fields=["status"])
+            if status == PurchaseStatus.FAILED:
+                webhook_events.record(
+                    locked.organization, EventType.TOP_UP_FAILED, webhook_events.top_up_data(locked)
+                )
     return locked

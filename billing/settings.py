@@ -46,6 +46,8 @@ INSTALLED_APPS = [
     "axes",
     "ledger",
     "billing",
+    "team",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -60,6 +62,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "axes.middleware.AxesMiddleware",
+    "team.recent.RememberOrganizationMiddleware",
 ]
 
 ROOT_URLCONF = "billing.urls"
@@ -232,6 +235,10 @@ CELERY_BEAT_SCHEDULE = {
     "release-stale-holds": {"task": "billing.release_stale_holds", "schedule": 300.0},
     "expire-due-lots": {"task": "billing.expire_due_lots", "schedule": 300.0},
     "sweep-notices": {"task": "billing.sweep_notices", "schedule": 60.0},
+    # Invoices whose charge is due: retries of failed payments (1, 3 and 7 days on).
+    "collect-due-invoices": {"task": "billing.collect_due_invoices", "schedule": 3600.0},
+    "prune-audit-log": {"task": "team.prune_audit_log", "schedule": 24 * 3600.0},
+    "retry-webhook-deliveries": {"task": "webhooks.retry_deliveries", "schedule": 60.0},
 }
 
 # The cache holds the API's per-key request counts: Redis when REDIS_URL is set, so every
@@ -259,7 +266,21 @@ ALLOW_LOCAL_PAYMENTS = envbool("ALLOW_LOCAL_PAYMENTS", DEBUG)
 STRIPE_API_KEY = os.environ.get("STRIPE_API_KEY", "")
 STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
 STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "")
+# A checkout left unpaid this long is shown as expired and takes no payment (Stripe's
+# Checkout Sessions expire after 24 hours).
+CHECKOUT_SESSION_HOURS = envint("CHECKOUT_SESSION_HOURS", 24)
 SALES_EMAIL = os.environ.get("SALES_EMAIL", "sales@tally.localhost")  # Enterprise "contact us"
+
+# Outgoing webhooks (webhooks/). Endpoints on loopback, private, link-local or metadata
+# addresses are refused unless WEBHOOKS_ALLOW_PRIVATE=1 (`make run` and the tests, whose
+# receivers run on this machine). Each attempt waits at most WEBHOOKS_TIMEOUT seconds; a
+# failed one is retried after each of WEBHOOKS_RETRY_DELAYS in turn (seconds: 30 s, 2 min,
+# 10 min, 1 h, 3 h, 6 h, 12 h, 24 h, 24 h: ten attempts over three days), then given up.
+WEBHOOKS_ALLOW_PRIVATE = envbool("WEBHOOKS_ALLOW_PRIVATE", False)
+WEBHOOKS_TIMEOUT = float(os.environ.get("WEBHOOKS_TIMEOUT", 10))
+WEBHOOKS_RETRY_DELAYS = tuple(
+    int(delay) for delay in envlist("WEBHOOKS_RETRY_DELAYS", "30,120,600,3600,10800,21600,43200,86400,86400")
+)
 
 LOGGING = {
     "version": 1,

@@ -15,7 +15,7 @@ import itertools
 from celery import shared_task
 from django.utils import timezone
 
-from billing import alerts, closing, notices
+from billing import alerts, auto_top_up, closing, invoices, notices
 from billing.models import Organization
 from ledger import postings
 
@@ -68,8 +68,13 @@ def close_organization_months(organization_id: int, now: str | None = None) -> l
 
 @shared_task(name="billing.release_stale_holds", acks_late=True)
 def release_stale_holds() -> int:
-    """Release every pending hold past its expiry; each is released exactly once."""
-    return postings.release_expired_holds()
+    """Release every pending hold past its expiry; each is released exactly once. Their
+    notices (hold.expired webhooks) are acted on at once, not at the next sweep."""
+    released = postings.release_expired_holds()
+    if released:
+        for account_id in notices.accounts_waiting(dt.timedelta(0)):
+            process_notices.delay(account_id)
+    return released
 
 
 @shared_task(name="billing.expire_due_lots", acks_late=True)
@@ -101,3 +106,25 @@ def sweep_notices() -> int:
     for account_id in waiting:
         process_notices.delay(account_id)
     return len(waiting)
+
+
+@shared_task(name="billing.collect_invoice", acks_late=True)
+def collect_invoice(invoice_id: int, now: str | None = None) -> str:
+    """Charge an invoice's amount due if a charge is due (a duplicate task charges nothing)."""
+    return invoices.collect(invoice_id, _moment(now)).status
+
+
+@shared_task(name="billing.collect_due_invoices")
+def collect_due_invoices(now: str | None = None) -> int:
+    """Enqueue the charge of every invoice whose next attempt is due: the retries, 1, 3 and
+    7 days after a failed first attempt, and any charge whose task was lost."""
+    due = invoices.due(_moment(now))
+    for invoice_id in due:
+        collect_invoice.delay(invoice_id, now)
+    return len(due)
+
+
+@shared_task(name="billing.auto_top_up", acks_late=True)
+def auto_top_up_task(organization_id: int) -> str:
+    """Buy the organization's auto top-up pack if its credits call for it now."""
+    return str(auto_top_up.run(organization_id))

@@ -16,6 +16,8 @@ from ledger.models import (
     DailyRollup,
     EntryKind,
     Figures,
+    GroupDay,
+    GroupMonth,
     Hold,
     HoldStatus,
     Lot,
@@ -72,6 +74,29 @@ def account_breaks(account: Account) -> list[str]:
         stored, expected = rollups.get(date), days.get(date)
         if stored != expected:
             breaks.append(f"{name}: daily rollup for {date} is {stored}, entries say {expected}")
+    groups = (
+        GroupDay.objects.filter(account=account).values("date").annotate(d=Sum("debits"), r=Sum("refunds"))
+    )
+    grouped = {row["date"]: (row["d"], row["r"]) for row in groups}
+    for date in sorted(days.keys() | grouped.keys()):
+        expected_parts = (days[date]["debits"], days[date]["refunds"]) if date in days else (0, 0)
+        if grouped.get(date, (0, 0)) != expected_parts:
+            breaks.append(
+                f"{name}: groups for {date} hold debits and refunds {grouped.get(date, (0, 0))}, "
+                f"entries say {expected_parts}"
+            )
+    for dimension in GroupDay.GROUPS:
+        summed = GroupMonth.objects.filter(account=account, dimension=dimension).values("month")
+        for row in summed.annotate(d=Sum("debits"), r=Sum("refunds")):
+            following = add_months(row["month"], 1)
+            in_days = GroupDay.objects.filter(
+                account=account, date__gte=row["month"], date__lt=following
+            ).aggregate(d=Sum("debits"), r=Sum("refunds"))
+            if (row["d"], row["r"]) != (in_days["d"] or 0, in_days["r"] or 0):
+                breaks.append(
+                    f"{name}: {dimension} sums for {row['month']:%Y-%m} are {(row['d'], row['r'])}, "
+                    f"its days say {(in_days['d'] or 0, in_days['r'] or 0)}"
+                )
     breaks.extend(statement_breaks(account, days))
     return breaks
 

@@ -347,6 +347,66 @@ class DailyRollup(Figures):
         return f"{self.account_id} {self.date}"
 
 
+class GroupDay(models.Model):
+    """Credits used by jobs on one local day, per project, user, resource class and
+    operation: what debits took and refunds gave back. Kept by the posting functions in the
+    same transaction as each debit and refund (``ledger.add_to_groups``), so a report by any
+    of these costs days x groups, never a scan of entries. Its debits and refunds on a day
+    are the day's rollup's (``check_ledger`` says so). Blank: the job did not say, or the
+    debit had no job."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="group_days", db_index=False)
+    date = models.DateField()
+    project = models.CharField(max_length=200)
+    user = models.CharField(max_length=200)
+    resource_class = models.CharField(max_length=64)
+    operation = models.CharField(max_length=100)
+    debits = models.BigIntegerField(default=0)
+    refunds = models.BigIntegerField(default=0)
+
+    GROUPS = ("project", "user", "resource_class", "operation")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "date", "project", "user", "resource_class", "operation"],
+                name="group_day_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.date} {self.project}/{self.user}/{self.resource_class}/{self.operation}"
+
+    @property
+    def credits_used(self) -> int:
+        return self.debits - self.refunds
+
+
+class GroupMonth(models.Model):
+    """A closed month's credits used by one value of one dimension (a project, a user, a
+    resource class, an operation): its days' ``GroupDay`` rows added up when the month
+    closes (``ledger.statements``), so a report over a year reads twelve rows per group."""
+
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="group_months", db_index=False
+    )
+    month = models.DateField()
+    dimension = models.CharField(max_length=16)  # one of GroupDay.GROUPS
+    name = models.CharField(max_length=200)
+    debits = models.BigIntegerField(default=0)
+    refunds = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "dimension", "month", "name"], name="group_month_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.month:%Y-%m} {self.dimension} {self.name}"
+
+
 class KeySpace(models.TextChoices):
     """Where an idempotency key comes from. Clients' keys (the API's Idempotency-Key) and
     Tally's own (renewals, purchases, the close) never meet, whatever their text."""

@@ -75,6 +75,7 @@ def freeze_statements(accounts: Sequence[Account], period: dt.date) -> list[Stat
         statements.append(statement)
     Statement.objects.bulk_create(statements)
     _copy_days(statements, period, following)
+    _sum_groups(ids, period, following)
     Account.objects.filter(pk__in=ids).update(open_from=following)
     Account.objects.filter(pk__in=ids).exclude(next_time_zone="").update(
         time_zone=F("next_time_zone"), next_time_zone=""
@@ -105,6 +106,26 @@ def _facts_before(ids: list[int], period: dt.date, following: dt.date) -> list[t
             "pk", "previous_period", "previous_closing", "balance_before", "closing", "last_entry_id"
         )
     )
+
+
+# The month's group days added up per dimension: the usage report's months (ledger.reports).
+SUM_GROUPS = """
+INSERT INTO ledger_groupmonth (account_id, month, dimension, name, debits, refunds)
+SELECT account_id, %(period)s,
+       CASE WHEN GROUPING(project) = 0 THEN 'project' WHEN GROUPING("user") = 0 THEN 'user'
+            WHEN GROUPING(resource_class) = 0 THEN 'resource_class' ELSE 'operation' END,
+       coalesce(project, "user", resource_class, operation), sum(debits), sum(refunds)
+  FROM ledger_groupday
+ WHERE account_id = ANY(%(ids)s) AND date >= %(period)s AND date < %(following)s
+ GROUP BY account_id, GROUPING SETS ((project), ("user"), (resource_class), (operation))
+"""
+
+
+def _sum_groups(ids: list[int], period: dt.date, following: dt.date) -> None:
+    """The closed month's credits used per project, user, resource class and operation.
+    Once the month is closed no entry is dated into it, so these sums are final."""
+    with connection.cursor() as cursor:
+        cursor.execute(SUM_GROUPS, {"ids": ids, "period": period, "following": following})
 
 
 def _copy_days(statements: list[Statement], period: dt.date, following: dt.date) -> None:

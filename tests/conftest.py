@@ -28,6 +28,9 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync 
 # the loaded settings the values these two variables stand for (billing/settings.py).
 os.environ.setdefault("ALLOW_PLAIN_HTTP", "1")
 os.environ.setdefault("ALLOW_LOCAL_PAYMENTS", "1")
+# Webhook receivers in the tests listen on 127.0.0.1 (tests/test_webhooks.py turns this off
+# to see private addresses refused).
+os.environ.setdefault("WEBHOOKS_ALLOW_PRIVATE", "1")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -38,6 +41,7 @@ def pytest_configure(config: pytest.Config) -> None:
         CSRF_COOKIE_SECURE=False,
         SECURE_HSTS_SECONDS=0,
         ALLOW_LOCAL_PAYMENTS=True,
+        WEBHOOKS_ALLOW_PRIVATE=True,
     ).enable()
 
 
@@ -90,7 +94,10 @@ def outsider_client(outsider: User) -> Client:
 # --- Browser tests: Playwright driving Debian's Chromium against the live server -------
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-SCREENSHOTS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "screenshots")
+# Where the browser tests save their screenshots; `make screenshots` points this at var/.
+SCREENSHOTS = os.environ.get("SCREENSHOTS_DIR") or os.path.join(
+    os.path.dirname(os.path.dirname(__file__)), "screenshots"
+)
 
 
 @pytest.fixture(scope="session")

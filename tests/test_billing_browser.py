@@ -59,7 +59,7 @@ def test_manager_buys_a_standard_pack(
 
     # And the month's invoice opens as a printable document.
     page.goto(f"/orgs/{org.slug}/billing/")
-    page.get_by_role("link", name="INV-2025-10-0001").click()
+    page.get_by_role("link", name="INV-2025-10-0001", exact=True).click()
     assert page.get_by_test_id("invoice-total").inner_text() == "$79.00"
     page.emulate_media(media="print")
     assert not page.locator("header.topbar").is_visible()

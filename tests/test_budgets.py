@@ -16,6 +16,7 @@ from billing import notices
 from billing.models import ApiKey, Organization, Role, Scope
 from ledger import budgets, postings
 from ledger.models import Budget, BudgetMonth, DailyRollup, Entry, Hold, IdempotencyRecord, LotSource, Notice
+from team.models import AuditRecord
 from tests.factories import catalog, make_org, make_user
 from tests.ledger_helpers import assert_clean, key, new_account
 
@@ -218,6 +219,13 @@ def test_estimates_say_when_a_budget_would_refuse() -> None:
     assert elsewhere.sufficient and elsewhere.budget is None
 
 
+def test_the_largest_limit_is_counted_without_overflow() -> None:
+    account = new_account(10_000)
+    budgets.set_budget(account, "project", "vision", budgets.MAX_LIMIT)
+    debit(account, 9_000)
+    assert used(account) == (9_000, 0)
+
+
 def test_bad_budgets_are_refused() -> None:
     account = new_account()
     for scope, name, limit in [
@@ -284,7 +292,7 @@ def api(method: str, path: str, raw_key: str, body: Any = None) -> Any:
 
 def test_budgets_over_the_api() -> None:
     org = make_org(credits=10_000)
-    _, writer = ApiKey.issue(org, name="ops", scopes=[Scope.ACCOUNT_READ, Scope.BUDGETS_WRITE])
+    ops, writer = ApiKey.issue(org, name="ops", scopes=[Scope.ACCOUNT_READ, Scope.BUDGETS_WRITE])
     _, runner = ApiKey.issue(org, name="runner", scopes=[Scope.USAGE_WRITE, Scope.ACCOUNT_READ])
 
     assert api("put", "budgets/project/vision", runner, {"monthly_limit": 500}).status_code == 403
@@ -363,6 +371,14 @@ def test_budgets_over_the_api() -> None:
 
     assert api("delete", "budgets/project/vision", writer).status_code == 204
     assert api("delete", "budgets/project/vision", writer).status_code == 404
+    assert list(
+        AuditRecord.objects.filter(organization=org).order_by("id").values_list("action", "actor", "detail")
+    ) == [
+        ("budget.set", f"ops ({ops.prefix}…)", "Monthly limit 500 credits."),
+        ("budget.set", f"ops ({ops.prefix}…)", "Monthly limit 10,000 credits."),
+        ("budget.set", f"ops ({ops.prefix}…)", "Monthly limit 400 credits (was 500)."),
+        ("budget.removed", f"ops ({ops.prefix}…)", ""),
+    ]
     assert (
         api("post", "debits", runner, body | {"job": {"external_id": key(), "project": "vision"}}).status_code
         == 201
@@ -403,9 +419,16 @@ def test_a_manager_sets_watches_and_removes_a_budget(org: Organization, manager_
     assert "200 used + 100 held of 500 credits" in page
     assert "200 left" in page
     assert 'aria-valuenow="60"' in page
+    assert "usage/report/?from=" in page and "group=user&amp;project=vision" in page
     bad = manager_client.post(url, {"scope": "project", "name": "vision", "monthly_limit": "-5"})
     assert bad.status_code == 422
     assert Budget.objects.get().monthly_limit == 500
     budget = Budget.objects.get()
     assert manager_client.post(f"{url}{budget.pk}/delete/").status_code == 302
     assert not Budget.objects.exists()
+    assert list(
+        AuditRecord.objects.filter(organization=org).order_by("id").values_list("action", "target")
+    ) == [
+        ("budget.set", "project vision"),
+        ("budget.removed", "project vision"),
+    ]

@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 from django.contrib.auth.models import User
 from django.utils import timezone
-from playwright.sync_api import Browser, Page, ViewportSize
+from playwright.sync_api import Browser, Page, Route, ViewportSize
 from pytest_django.live_server_helper import LiveServer
 
-from billing import purchases
+from billing import demo, purchases
 from billing.models import AlertKind, AlertThreshold, ApiKey, Organization, PurchaseStatus, Role, Scope
+from ledger import usage
 from ledger.periods import add_months
 from tests.billing_helpers import make_invoice, make_purchase
 from tests.conftest import sign_in
@@ -346,3 +348,194 @@ def test_screenshots_at_desktop_width(page: Page, screenshot_dir: str) -> None:
         page.goto(url)
         assert sideways(page) is None, name
         shoot(page, screenshot_dir, name)
+
+
+# --- Every page of every demo plan (issue 22) ----------------------------------------------
+
+DEMO_PLANS = ("free", "standard", "pro", "enterprise")
+# axe-core's impacts that fail a page; "moderate" and "minor" are reported by axe but pass.
+BLOCKING_IMPACTS = {"serious", "critical"}
+
+
+def demo_pages(slug: str) -> dict[str, str]:
+    """Every page a demo organization's manager has: the overview, Usage (this month, the
+    last, a day of it open), billing, an invoice, API keys and alerts."""
+    org = Organization.objects.select_related("account").get(slug=slug)
+    past = usage.periods(org.account, timezone.now())[1]
+    day = usage.period_usage(org.account, past, timezone.now()).days[0].date
+    base = f"/orgs/{slug}"
+    pages = {
+        "organization": f"{base}/",
+        "usage": f"{base}/usage/",
+        "usage-past": f"{base}/usage/?period={past:%Y-%m}",
+        "usage-day": f"{base}/usage/?period={past:%Y-%m}&day={day:%Y-%m-%d}#day-{day:%Y-%m-%d}",
+        "billing": f"{base}/billing/",
+        "api-keys": f"{base}/api-keys/",
+        "alerts": f"{base}/alerts/",
+    }
+    invoice = org.invoices.first()
+    if invoice is not None:
+        pages["invoice"] = f"{base}/billing/invoices/{invoice.number}/"
+    return pages
+
+
+def axe_violations(page: Page) -> list[str]:
+    """axe-core's serious and critical violations on the page, as "rule: target" lines."""
+    results = Axe().run(page)
+    return [
+        f"{violation['id']}: {node['target']}"
+        for violation in results.response["violations"]
+        if violation["impact"] in BLOCKING_IMPACTS
+        for node in violation["nodes"]
+    ]
+
+
+@pytest.fixture
+def seeded_demo(db: None) -> None:
+    demo.seed(log=lambda line: None)
+
+
+def test_every_demo_page_fits_a_phone_and_a_desktop_for_every_plan(
+    seeded_demo: None, browser: Browser, live_server: LiveServer, screenshot_dir: str
+) -> None:
+    """No page of any plan's organization scrolls sideways at 390 or 1280 px, for its
+    manager or (on the pages a member has) its member. The screenshots are `make
+    screenshots`'s."""
+    problems: dict[str, str] = {}
+    for viewport in (PHONE, DESKTOP):
+        for plan in DEMO_PLANS:
+            for role in (Role.MANAGER, Role.MEMBER):
+                context = browser.new_context(base_url=live_server.url, viewport=viewport)
+                page = context.new_page()
+                sign_in(page, f"demo-{plan}-{role}", demo.DEMO_PASSWORD)
+                pages = demo_pages(f"demo-{plan}")
+                # A member has the overview; the manager-only pages are one 403 page.
+                names = list(pages) if role == Role.MANAGER else ["organization", "usage"]
+                for name in names:
+                    page.goto(pages[name])
+                    where = f"{plan} {role} {name} at {viewport['width']}"
+                    problems[where] = sideways(page) or ""
+                    shoot(page, screenshot_dir, f"demo-{plan}-{role}-{name}")
+                context.close()
+    assert {where: problem for where, problem in problems.items() if problem} == {}
+
+
+def test_every_page_has_no_serious_accessibility_violations(
+    seeded_demo: None, browser: Browser, live_server: LiveServer
+) -> None:
+    found: dict[str, list[str]] = {}
+    for viewport in (PHONE, DESKTOP):
+        context = browser.new_context(base_url=live_server.url, viewport=viewport)
+        page = context.new_page()
+        page.goto("/accounts/login/")
+        found[f"login at {viewport['width']}"] = axe_violations(page)
+        sign_in(page, "demo-standard-member", demo.DEMO_PASSWORD)
+        found[f"member overview at {viewport['width']}"] = axe_violations(page)
+        page.goto("/orgs/demo-standard/usage/")
+        found[f"member refused at {viewport['width']}"] = axe_violations(page)
+        context.close()
+        for plan in DEMO_PLANS:
+            context = browser.new_context(base_url=live_server.url, viewport=viewport)
+            page = context.new_page()
+            sign_in(page, f"demo-{plan}-manager", demo.DEMO_PASSWORD)
+            for name, url in demo_pages(f"demo-{plan}").items():
+                page.goto(url)
+                found[f"{plan} {name} at {viewport['width']}"] = axe_violations(page)
+            page.goto(f"/orgs/demo-{plan}/usage/?period=1999-01")
+            found[f"{plan} usage 404 at {viewport['width']}"] = axe_violations(page)
+            context.close()
+    assert {where: lines for where, lines in found.items() if lines} == {}
+
+
+# --- Keyboard only, loading and failure (issue 22) -----------------------------------------
+
+
+def tab_to(page: Page, selector: str, limit: int = 80) -> None:
+    """Press Tab until the focused element matches ``selector``; fail after ``limit``."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if page.evaluate("(selector) => document.activeElement.matches(selector)", selector):
+            return
+    raise AssertionError(f"{selector} never took the focus in {limit} presses of Tab")
+
+
+def test_usage_by_keyboard_alone(page: Page) -> None:
+    data = dashboard()
+    sign_in(page, data.manager.username, PASSWORD)
+    page.goto(data.pages()["usage-past"])
+    tab_to(page, "[data-day-toggle]")
+    toggle = page.locator(":focus")
+    jobs = page.locator(f"#{toggle.get_attribute('aria-controls')}")
+    page.keyboard.press("Enter")
+    page.locator("tr.day-jobs[data-loaded=true]").first.wait_for()
+    assert toggle.get_attribute("aria-expanded") == "true" and jobs.locator("table.jobs").is_visible()
+    page.keyboard.press("Space")
+    assert toggle.get_attribute("aria-expanded") == "false" and jobs.is_hidden()
+    for _ in range(40):  # the export link is before the table: back up to it
+        page.keyboard.press("Shift+Tab")
+        if page.evaluate("document.activeElement.dataset.testid === 'export-open'"):
+            break
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog", name="Export Ledger Data")
+    assert dialog.is_visible()
+    tab_to(page, "dialog a[download]", limit=5)
+    with page.expect_download() as download:
+        page.keyboard.press("Enter")
+    assert download.value.suggested_filename == f"tally-{data.org.slug}-{data.past:%Y-%m}.csv"
+
+
+def test_a_day_that_fails_to_load_says_so_and_loads_on_retry(page: Page) -> None:
+    data = dashboard()
+    sign_in(page, data.manager.username, PASSWORD)
+    page.goto(data.pages()["usage-past"])
+    day = f"{data.past:%Y-%m}-08"
+    failures = [1]
+
+    def fail_once(route: Route) -> None:
+        if failures:
+            failures.pop()
+            route.fulfill(status=500, body="Server error")
+        else:
+            route.continue_()
+
+    page.route(f"**/usage/days/{day}/", fail_once)
+    toggle = page.get_by_test_id(f"day-toggle-{day}")
+    toggle.click()
+    row = page.locator(f"#jobs-{day}")
+    alert = row.get_by_role("alert")
+    alert.wait_for()
+    assert "could not be loaded" in alert.inner_text()
+    assert row.get_attribute("aria-busy") is None and row.locator("table.jobs").count() == 0
+    row.get_by_role("button", name="Try again").click()
+    page.get_by_test_id(f"jobs-{day}").wait_for()
+    assert "shelf-detector-train-0008" in page.get_by_test_id(f"jobs-{day}").inner_text()
+    assert toggle.get_attribute("aria-expanded") == "true"
+
+
+def test_switching_months_shows_what_is_loading_not_the_old_month(page: Page) -> None:
+    data = dashboard()
+    sign_in(page, data.manager.username, PASSWORD)
+    page.goto(data.pages()["usage"])
+    held: list[Route] = []
+    page.route(lambda url: "/usage/?period=" in url, lambda route: held.append(route))
+    page.select_option("#period-select", f"{data.past:%Y-%m}")
+    page.wait_for_function("document.getElementById('usage-period').getAttribute('aria-busy') === 'true'")
+    status = page.get_by_test_id("period-status")
+    assert status.inner_text() == f"Loading {data.past:%B %Y}…"
+    assert page.get_by_test_id("period-title").is_hidden() and page.locator(".period-body").is_hidden()
+    page.wait_for_function("document.getElementById('usage-period').classList.contains('htmx-request')")
+
+    held.pop().fulfill(status=503, body="Unavailable")  # the first try fails
+    page.get_by_role("alert").wait_for()
+    assert f"{data.past:%B %Y} could not be loaded" in status.inner_text()
+    assert page.locator("#period-select").input_value() == f"{this_month(data.org):%Y-%m}"
+    assert page.get_by_test_id("period-title").inner_text() == "Billing period - Current month"
+
+    page.unroute_all()
+    status.get_by_role("button", name="Try again").click()
+    page.get_by_test_id("statement").wait_for()
+    assert page.locator("#usage-period").get_attribute("aria-busy") is None
+    assert page.locator("#period-select").input_value() == f"{data.past:%Y-%m}"
+    assert (
+        page.get_by_test_id("period-title").inner_text().startswith(f"Billing period - 1 {data.past:%b %Y}")
+    )

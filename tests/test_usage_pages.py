@@ -126,7 +126,7 @@ def test_four_plan_bars_with_their_labels(manager_client: Client, org: Organizat
     org.save()
     make_user(org, Role.MEMBER)
     text = manager_client.get(usage_url(org)).text
-    assert "5,000 of 10,000 training credits remaining" in text
+    assert "5,000 of 10,000 monthly credits remaining" in text
     assert "41.5GB of 50GB storage used" in text
     assert "3 of 5 deployments used" in text
     assert "2 of 10 seats used" in text
@@ -250,7 +250,7 @@ def test_period_switch_with_htmx_swaps_only_the_period(manager_client: Client) -
     partial = client.get(usage_url(org, period=f"{period:%Y-%m}"), headers={"HX-Request": "true"})
     assert "<html" not in partial.text and "Plan usage" not in partial.text
     first, last = month_bounds(period, org.tzinfo)
-    assert f"Billing period - {first:%b} 1, {first:%Y}" in partial.text
+    assert f"Billing period - 1 {first:%b %Y}" in partial.text
     whole = client.get(usage_url(org, period=f"{period:%Y-%m}"))
     assert "<html" in whole.text and "Plan usage" in whole.text
     assert f'<option value="{period:%Y-%m}" selected>' in whole.text
@@ -437,9 +437,12 @@ def test_page_expansion_and_export_take_fixed_queries_however_much_data(
         month = f"{period:%Y-%m}"
         day = reverse("usage_day", args=[org.slug, f"{period:%Y-%m}-01"])
         client.get(usage_url(org, period=month))  # warm the session
-        with django_assert_num_queries(8):  # session, user, membership, menu, seats, months,
-            client.get(usage_url(org, period=month))  # statement with its days (a past month)
-        with django_assert_num_queries(9):  # ...and the open day's jobs
+        # session, user, membership, the top bar's credits, menu, seats, months, statement
+        # with its days (a past month), and the forecast's three (first day, lots, the
+        # last 14 days)
+        with django_assert_num_queries(12):
+            client.get(usage_url(org, period=month))
+        with django_assert_num_queries(13):  # ...and the open day's jobs
             client.get(usage_url(org, period=month, day=f"{month}-01"))
         with django_assert_num_queries(6):  # session, user, membership, menu, months, jobs
             client.get(day, headers={"HX-Request": "true"})
@@ -447,5 +450,5 @@ def test_page_expansion_and_export_take_fixed_queries_however_much_data(
         # from one server-side cursor
         with django_assert_num_queries(7):
             read_csv(client.get(export_url(org, period)))
-        with django_assert_num_queries(8):  # the current month, still empty: no statement to
+        with django_assert_num_queries(12):  # the current month, still empty: no statement to
             client.get(usage_url(org))  # look up, but the balance brought forward is

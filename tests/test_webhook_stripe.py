@@ -10,9 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
 
 import pytest
 from django.db import connections
@@ -22,6 +20,8 @@ from pytest_django import Settings
 
 from billing.models import CreditPack, Organization, Purchase, PurchaseStatus
 from ledger.models import Entry, Lot, LotSource
+from tests import stripe_stand_in
+from tests.stripe_stand_in import FakeStripeApi
 
 if TYPE_CHECKING:
     from django.test.client import _MonkeyPatchedWSGIResponse as Response
@@ -393,87 +393,20 @@ def test_expiry_of_an_unknown_session_leaves_the_purchase_open(org: Organization
 # --- The Checkout Session, answered by a local stand-in for Stripe's API ---------------
 
 
-class FakeStripeApi(BaseHTTPRequestHandler):
-    """Answers POST /v1/checkout/sessions as Stripe does, and records what it was sent."""
-
-    requests: list[dict[str, Any]] = []
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        length = int(self.headers.get("Content-Length", 0))
-        form = {key: values[0] for key, values in parse_qs(self.rfile.read(length).decode()).items()}
-        FakeStripeApi.requests.append({"path": self.path, "headers": dict(self.headers), "form": form})
-        if self.path != "/v1/checkout/sessions":
-            return self._reply(
-                404,
-                {
-                    "error": {
-                        "type": "invalid_request_error",
-                        "message": f"Unrecognized request URL (POST: {self.path})",
-                    }
-                },
-            )
-        if self.headers.get("Authorization") != "Bearer sk_test_tally":
-            return self._reply(
-                401, {"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}}
-            )
-        self._reply(
-            200,
-            {
-                "id": SESSION_ID,
-                "object": "checkout.session",
-                "livemode": False,
-                "mode": "payment",
-                "amount_subtotal": int(form["line_items[0][price_data][unit_amount]"]),
-                "amount_total": int(form["line_items[0][price_data][unit_amount]"]),
-                "currency": form["line_items[0][price_data][currency]"],
-                "client_reference_id": form.get("client_reference_id"),
-                "metadata": {
-                    "purchase_id": form.get("metadata[purchase_id]"),
-                    "organization": form.get("metadata[organization]"),
-                },
-                "payment_intent": None,
-                "payment_status": "unpaid",
-                "status": "open",
-                "success_url": form["success_url"],
-                "cancel_url": form["cancel_url"],
-                "expires_at": int(time.time()) + 86_400,
-                "url": f"https://checkout.stripe.com/c/pay/{SESSION_ID}#fidkdWxOYHwnPyd1blpxYHZxWjA0",
-            },
-        )
-
-    def _reply(self, status: int, payload: dict[str, Any]) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Request-Id", "req_tally_test")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
-
-
 @pytest.fixture
-def fake_stripe(stripe_settings: Settings) -> Iterator[list[dict[str, Any]]]:
-    FakeStripeApi.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeStripeApi)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    stripe_settings.STRIPE_API_BASE = f"http://127.0.0.1:{server.server_address[1]}"
-    yield FakeStripeApi.requests
-    server.shutdown()
-    server.server_close()
+def fake_stripe(stripe_settings: Settings) -> Iterator[type[FakeStripeApi]]:
+    with stripe_stand_in.serving(stripe_settings) as api:
+        yield api
 
 
 @pytest.mark.django_db
 def test_buying_a_pack_sends_the_manager_to_stripe_checkout(
-    manager_client: Client, org: Organization, fake_stripe: list[dict[str, Any]]
+    manager_client: Client, org: Organization, fake_stripe: type[FakeStripeApi]
 ) -> None:
     response = manager_client.post(reverse("buy_pack", args=[org.slug, "professional"]))
     assert response.status_code == 302
     assert response["Location"].startswith(f"https://checkout.stripe.com/c/pay/{SESSION_ID}")
-    [request] = fake_stripe
+    [request] = fake_stripe.requests
     form = request["form"]
     purchase = Purchase.objects.get()
     assert form["mode"] == "payment"
@@ -498,7 +431,7 @@ def test_buying_a_pack_sends_the_manager_to_stripe_checkout(
 
 @pytest.mark.django_db
 def test_returning_before_the_webhook_says_payment_is_being_confirmed(
-    manager_client: Client, org: Organization, fake_stripe: list[dict[str, Any]]
+    manager_client: Client, org: Organization, fake_stripe: type[FakeStripeApi]
 ) -> None:
     manager_client.post(reverse("buy_pack", args=[org.slug, "standard"]))
     purchase = Purchase.objects.get()
@@ -509,7 +442,7 @@ def test_returning_before_the_webhook_says_payment_is_being_confirmed(
 
 @pytest.mark.django_db
 def test_stripe_refusing_the_session_fails_the_purchase_and_charges_nothing(
-    manager_client: Client, org: Organization, fake_stripe: list[dict[str, Any]], stripe_settings: Settings
+    manager_client: Client, org: Organization, fake_stripe: type[FakeStripeApi], stripe_settings: Settings
 ) -> None:
     stripe_settings.STRIPE_API_KEY = "sk_test_revoked"
     response = manager_client.post(reverse("buy_pack", args=[org.slug, "standard"]), follow=True)

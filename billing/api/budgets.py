@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.http import HttpRequest
 from ninja import Path, Router, Status
 
+from billing import budget_changes
 from billing.api.auth import BUDGETS, READ, organization
 from billing.api.errors import NotFound
 from billing.api.schemas import NO_NUL, BudgetIn, BudgetOut, BudgetsOut, Error
@@ -40,9 +41,9 @@ def put_budget(
 ) -> Status[BudgetOut]:
     """Set the monthly limit of the budget of a project, a user or an API key (by its name);
     201 when the budget is new."""
-    account = organization(request).account
-    _, made = budgets.set_budget(account, scope, name, body.monthly_limit)
-    figures = budgets.find(account, scope, name)
+    org = organization(request)
+    _, made = budget_changes.set_budget(request, org, scope, name, body.monthly_limit)
+    figures = budgets.find(org.account, scope, name)
     assert figures is not None
     return Status(201 if made else 200, budget_out(figures))
 
@@ -50,6 +51,6 @@ def put_budget(
 @router.delete("budgets/{scope}/{path:name}", response={204: None, **FAILURES}, auth=BUDGETS)
 def delete_budget(request: HttpRequest, scope: str = SCOPE, name: str = NAME) -> Status[None]:
     """Remove the budget; jobs it covered are no longer limited by it."""
-    if not budgets.remove_budget(organization(request).account, scope, name):
+    if not budget_changes.remove_budget(request, organization(request), scope, name):
         raise NotFound(f"No {scope} budget named {name!r}.")
     return Status(204, None)

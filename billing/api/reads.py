@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -10,6 +11,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Query, Router
 
+from billing import forecasting
 from billing.api.auth import READ, key_name, organization
 from billing.api.schemas import (
     MAX_BIGINT,
@@ -19,6 +21,8 @@ from billing.api.schemas import (
     BalanceOut,
     Error,
     EstimateOut,
+    ExpiringOut,
+    ForecastOut,
     HistoryOut,
     PriceOut,
     PricingOut,
@@ -144,6 +148,26 @@ def estimate(
         account, operation, quantity, project=project, user=user, api_key=key_name(request)
     )
     return EstimateOut.model_validate(result, from_attributes=True)  # the same field names
+
+
+@router.get("credits/forecast", response={200: ForecastOut, **FAILURES})
+def credits_forecast(request: HttpRequest) -> ForecastOut:
+    """When the credits run out at the last 14 days' pace, with a likely range, and what
+    expires in the next 60 days and would go unused at that pace."""
+    org = organization(request)
+    result = forecasting.forecast(org, timezone.now())
+    return ForecastOut(
+        **{
+            field.name: getattr(result, field.name)
+            for field in dataclasses.fields(result)
+            if field.name != "expiring"
+        },
+        expiring=[
+            ExpiringOut(date=e.date, credits=e.credits, likely_unused=e.likely_unused)
+            for e in result.expiring
+        ],
+        message=forecasting.sentence(result, org.account.unlimited),
+    )
 
 
 @router.get("usage", response={200: UsageOut, **FAILURES})

@@ -139,6 +139,24 @@ class EstimateOut(Schema):
     )
 
 
+class ExpiringOut(Schema):
+    date: dt.date = Field(description="The organization's day the credits stop counting.")
+    credits: int = Field(description="What those lots hold now (less what holds stand on).")
+    likely_unused: int = Field(description="What is left in them when they expire, at the recent pace.")
+
+
+class ForecastOut(Schema):
+    daily_burn: int | None = Field(
+        description="Credits a day over the last 14 days, debits less refunds; null before a week of history."
+    )
+    run_out_at: dt.date | None = Field(description="When credits run out at that pace; null: not in sight.")
+    run_out_low: dt.date | None = Field(description="The earliest likely day (the pace's 95% range).")
+    run_out_high: dt.date | None = Field(description="The latest likely day.")
+    history_days: int = Field(description="Days of history the pace is taken from.")
+    expiring: list[ExpiringOut] = Field(description="Lots expiring in the next 60 days, by day.")
+    message: str = Field(description="The forecast in words, as the pages say it.")
+
+
 class UsageDayOut(Schema):
     date: dt.date
     top_ups: int = Field(description="Credits added: renewals, packs, promotions, positive adjustments.")

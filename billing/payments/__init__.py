@@ -1,7 +1,10 @@
-"""Payment providers: where a manager pays for a credit pack.
+"""Payment providers: where a manager pays for a credit pack or stores a card.
 
 A provider opens a checkout for a pending ``Purchase`` and later reports its outcome;
-crediting the account is ``billing.purchases``' job, whichever provider reported it.
+crediting the account is ``billing.purchases``' job, whichever provider reported it. It
+also opens a page where a manager stores a card (``start_setup``; the outcome is saved by
+``billing.payment_methods``), and charges a stored card off-session (``charge``: invoices
+and auto top-ups), idempotently by the key it is given.
 ``settings.PAYMENT_PROVIDER`` picks the provider new purchases use.
 """
 
@@ -15,7 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
 if TYPE_CHECKING:
-    from billing.models import Purchase
+    from billing.models import PaymentMethod, PaymentMethodSetup, Purchase
 
 
 class ProviderName(models.TextChoices):
@@ -25,6 +28,17 @@ class ProviderName(models.TextChoices):
 
 class PaymentError(Exception):
     """The provider refused or could not be reached. Nothing was charged."""
+
+
+class ChargeDeclined(PaymentError):
+    """The card was declined (or needs its holder, who is not there). Nothing was charged."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Charge:
+    """A stored card charged: the provider's payment id."""
+
+    payment_id: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +54,21 @@ class PaymentProvider(Protocol):
 
     def start_checkout(self, purchase: Purchase, *, success_url: str, cancel_url: str) -> Checkout:
         """Open a checkout for ``purchase``; raise ``PaymentError`` if that fails."""
+        ...
+
+    def start_setup(self, setup: PaymentMethodSetup, *, success_url: str, cancel_url: str) -> Checkout:
+        """Open a page where a manager stores a card; raise ``PaymentError`` if that fails."""
+        ...
+
+    def charge(
+        self, method: PaymentMethod, *, amount_cents: int, currency: str, key: str, description: str
+    ) -> Charge:
+        """Charge the stored card off-session, once per ``key`` however often it is asked;
+        raise ``ChargeDeclined`` or ``PaymentError`` when nothing was charged."""
+        ...
+
+    def forget(self, method: PaymentMethod) -> None:
+        """The card is no longer stored: detach it at the provider (best effort)."""
         ...
 
 

@@ -1,4 +1,6 @@
-"""Stripe: a Checkout Session per purchase, and the webhook that reports its outcome.
+"""Stripe: a Checkout Session per purchase, and the webhook that reports its outcome; a
+Customer per organization, Checkout in setup mode to store its card, and off-session
+PaymentIntents to charge it.
 
 The webhook is trusted only after its ``Stripe-Signature`` header verifies against the raw
 request body: an HMAC-SHA256 of ``"{t}.{body}"`` with the endpoint secret, any valid ``v1``
@@ -18,9 +20,9 @@ from typing import Any
 import stripe
 from django.conf import settings
 
-from billing import purchases
-from billing.models import Purchase, PurchaseStatus
-from billing.payments import Checkout, PaymentError, ProviderName
+from billing import payment_methods, purchases
+from billing.models import PaymentMethod, PaymentMethodSetup, Purchase, PurchaseStatus, SetupStatus
+from billing.payments import Charge, ChargeDeclined, Checkout, PaymentError, ProviderName
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,97 @@ class StripeProvider:
             raise PaymentError("Stripe returned a checkout without an address.")
         return Checkout(session_id=session.id, url=session.url)
 
+    def customer(self, setup: PaymentMethodSetup) -> str:
+        """The organization's Stripe Customer, made on its first card."""
+        org = setup.organization
+        profile = payment_methods.profile(org)
+        if profile.stripe_customer_id:
+            return profile.stripe_customer_id
+        try:
+            customer = self.client().v1.customers.create(
+                params={"name": profile.legal_name or org.name, "metadata": {"organization": org.slug}},
+                options={"idempotency_key": f"tally-customer-{org.pk}"},
+            )
+        except stripe.StripeError as exc:
+            log.warning("Stripe refused a customer for %s: %s", org.slug, exc)
+            raise PaymentError("The card payment service is unavailable; no card was stored.") from exc
+        profile.stripe_customer_id = customer.id
+        profile.save(update_fields=["stripe_customer_id", "updated_at"])
+        return customer.id
+
+    def start_setup(self, setup: PaymentMethodSetup, *, success_url: str, cancel_url: str) -> Checkout:
+        reference = {"setup_id": str(setup.pk), "organization": setup.organization.slug}
+        params: dict[str, Any] = {
+            "mode": "setup",
+            "customer": self.customer(setup),
+            "payment_method_types": ["card"],
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+            "client_reference_id": f"setup-{setup.pk}",
+            "metadata": reference,
+            "setup_intent_data": {"metadata": reference},
+        }
+        try:
+            session = self.client().v1.checkout.sessions.create(
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": f"tally-setup-{setup.pk}"},
+            )
+        except stripe.StripeError as exc:
+            log.warning("Stripe refused a setup session for %s: %s", setup.pk, exc)
+            raise PaymentError("The card payment service is unavailable; no card was stored.") from exc
+        if not session.url:
+            raise PaymentError("Stripe returned a checkout without an address.")
+        return Checkout(session_id=session.id, url=session.url)
+
+    def card(self, setup_intent_id: str) -> payment_methods.Card:
+        """The card a completed SetupIntent saved."""
+        try:
+            client = self.client()
+            intent = client.v1.setup_intents.retrieve(setup_intent_id)
+            method_id = intent.payment_method if isinstance(intent.payment_method, str) else None
+            if intent.status != "succeeded" or not method_id:
+                raise PaymentError(f"Setup {setup_intent_id} saved no card ({intent.status}).")
+            method = client.v1.payment_methods.retrieve(method_id)
+        except stripe.StripeError as exc:
+            raise PaymentError(f"Could not read setup {setup_intent_id}: {exc}") from exc
+        card = method.card
+        if card is None:
+            raise PaymentError(f"Payment method {method_id} is not a card.")
+        return payment_methods.Card(method.id, card.brand, card.last4, card.exp_month, card.exp_year)
+
+    def charge(
+        self, method: PaymentMethod, *, amount_cents: int, currency: str, key: str, description: str
+    ) -> Charge:
+        customer = payment_methods.profile(method.organization).stripe_customer_id
+        try:
+            intent = self.client().v1.payment_intents.create(
+                params={
+                    "amount": amount_cents,
+                    "currency": currency.lower(),
+                    "customer": customer,
+                    "payment_method": method.method_id,
+                    "off_session": True,
+                    "confirm": True,
+                    "description": description,
+                    "metadata": {"organization": method.organization.slug, "key": key},
+                },
+                options={"idempotency_key": key},
+            )
+        except stripe.CardError as exc:
+            raise ChargeDeclined(exc.user_message or "Your card was declined.") from exc
+        except stripe.StripeError as exc:
+            log.warning("Stripe could not charge %s (%s): %s", method.organization.slug, key, exc)
+            raise PaymentError("The card payment service is unavailable; nothing was charged.") from exc
+        if intent.status != "succeeded":
+            raise ChargeDeclined(f"The payment needs the card holder ({intent.status}).")
+        return Charge(payment_id=intent.id)
+
+    def forget(self, method: PaymentMethod) -> None:
+        try:
+            self.client().v1.payment_methods.detach(method.method_id)
+        except stripe.StripeError as exc:
+            raise PaymentError(str(exc)) from exc
+
 
 def verify_webhook(payload: bytes, signature: str) -> Any:
     """The JSON in ``payload`` if ``signature`` verifies against it; else ``InvalidWebhook``.
@@ -140,6 +233,8 @@ def handle_event(event: Any) -> str:
         raise MalformedEvent("its data is not an object holding an object")
     if not kind.startswith("checkout.session."):
         return f"ignored {kind}"
+    if data["object"].get("mode") == "setup":
+        return _handle_setup(kind, event.get("id"), data["object"])
     session = _session_event(event.get("id"), data["object"])
     purchase = Purchase.objects.filter(
         provider=ProviderName.STRIPE, provider_session_id=session.session_id
@@ -211,3 +306,38 @@ def _mismatch(session: SessionEvent, purchase: Purchase) -> str | None:
     if (session.currency or "").lower() != purchase.currency.lower():
         return f"currency {session.currency!r} is not the purchase's {purchase.currency}"
     return None
+
+
+def _handle_setup(kind: str, event_id: Any, session: dict[str, Any]) -> str:
+    """A card-setup session: store its card when it completes, for the organization whose
+    session and Customer it is; anything else is acknowledged and ignored."""
+    session_id, intent_id, customer = session.get("id"), session.get("setup_intent"), session.get("customer")
+    for name, value in (("id", session_id), ("setup_intent", intent_id), ("customer", customer)):
+        if value is not None and not (isinstance(value, str) and STRIPE_ID.fullmatch(value)):
+            raise MalformedEvent(f"the session's {name} is not a Stripe id")
+    setup = (
+        PaymentMethodSetup.objects.select_related("organization")
+        .filter(provider=ProviderName.STRIPE, session_id=session_id or "")
+        .first()
+    )
+    if setup is None:
+        log.warning("Stripe event %s: setup session %s is no Tally setup's; ignored", event_id, session_id)
+        return "no matching setup"
+    if customer != payment_methods.profile(setup.organization).stripe_customer_id:
+        log.warning(
+            "Stripe event %s for setup %s ignored: customer %s is not its", event_id, setup.pk, customer
+        )
+        return "ignored: another customer"
+    if kind == "checkout.session.expired":
+        PaymentMethodSetup.objects.filter(pk=setup.pk, status=SetupStatus.PENDING).update(
+            status=SetupStatus.CANCELLED
+        )
+        return "setup cancelled"
+    if kind != "checkout.session.completed" or not isinstance(intent_id, str):
+        return f"ignored {kind}"
+    try:
+        method = payment_methods.store(setup, StripeProvider().card(intent_id))
+    except payment_methods.SetupClosed as exc:
+        log.warning("Stripe reports a card for a closed setup: %s", exc)
+        return "setup closed"
+    return f"stored {method}"

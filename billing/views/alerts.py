@@ -8,6 +8,7 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
@@ -16,6 +17,8 @@ from billing.access import get_managed_organization, get_manager_membership
 from billing.alerts import threshold_level
 from billing.models import AlertKind, AlertThreshold, Membership, Organization
 from ledger import postings
+from team import audit
+from team.models import Action
 
 
 class AlertThresholdForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -93,7 +96,9 @@ def alerts(request: HttpRequest, slug: str) -> HttpResponse:
     form = AlertThresholdForm(request.POST, organization=org)
     if not form.is_valid():
         return _page(request, membership, form, status=422)
-    threshold = form.save()
+    with transaction.atomic():
+        threshold = form.save()
+        audit.record(request, org, Action.ALERT_ADDED, target=f"below {threshold}")
     messages.success(request, f"Alert added: below {threshold}.")
     return redirect("alerts", slug=org.slug)
 
@@ -103,6 +108,8 @@ def alerts(request: HttpRequest, slug: str) -> HttpResponse:
 def delete_alert(request: HttpRequest, slug: str, alert_id: int) -> HttpResponse:
     org = get_managed_organization(request.user, slug)
     threshold = get_object_or_404(AlertThreshold, organization=org, pk=alert_id)
-    threshold.delete()
+    with transaction.atomic():
+        threshold.delete()
+        audit.record(request, org, Action.ALERT_REMOVED, target=f"below {threshold}")
     messages.success(request, f"Alert removed: below {threshold}.")
     return redirect("alerts", slug=org.slug)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -13,6 +14,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from billing.access import get_managed_organization, get_manager_membership
 from billing.models import ApiKey, Membership, Scope
+from team import audit
+from team.models import Action
 
 NEW_KEY = "new_api_key"
 
@@ -53,12 +56,16 @@ def api_keys(request: HttpRequest, slug: str) -> HttpResponse:
     form = ApiKeyForm(request.POST)
     if not form.is_valid():
         return _page(request, membership, form, status=422)
-    _, raw = ApiKey.issue(
-        membership.organization,
-        name=form.cleaned_data["name"],
-        scopes=form.cleaned_data["scopes"],
-        created_by=request.user,
-    )
+    with transaction.atomic():
+        key, raw = ApiKey.issue(
+            membership.organization,
+            name=form.cleaned_data["name"],
+            scopes=form.cleaned_data["scopes"],
+            created_by=request.user,
+        )
+        audit.record(
+            request, key.organization, Action.API_KEY_CREATED, target=str(key), detail=", ".join(key.scopes)
+        )
     request.session[NEW_KEY] = raw  # kept server-side until the list has shown it once
     return redirect("api_keys", slug=membership.organization.slug)
 
@@ -69,7 +76,9 @@ def revoke_api_key(request: HttpRequest, slug: str, key_id: int) -> HttpResponse
     org = get_managed_organization(request.user, slug)
     key = get_object_or_404(ApiKey, organization=org, pk=key_id)
     if key.revoked_at is None:
-        key.revoked_at = timezone.now()
-        key.save(update_fields=["revoked_at"])
+        with transaction.atomic():
+            key.revoked_at = timezone.now()
+            key.save(update_fields=["revoked_at"])
+            audit.record(request, org, Action.API_KEY_REVOKED, target=str(key))
         messages.success(request, f"Revoked {key.name}; requests with it now get 401.")
     return redirect("api_keys", slug=org.slug)

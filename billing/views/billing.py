@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -16,18 +17,30 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from billing import purchases
+from billing import payment_methods, purchases
 from billing.access import get_managed_organization, get_manager_membership
-from billing.models import CreditPack, Invoice, Organization, Purchase, PurchaseStatus
+from billing.models import (
+    AutoTopUp,
+    CreditPack,
+    Invoice,
+    Organization,
+    PaymentMethod,
+    Purchase,
+    PurchaseOrigin,
+    PurchaseStatus,
+)
 from billing.payments import PaymentError, ProviderName
 from billing.payments import local as local_provider
+from billing.templatetags.money import money
 from ledger import postings
 from ledger.periods import next_month_start
+from team import audit
+from team.models import Action
 
 HISTORY_ROWS = 50
 
 
-def _context(request: HttpRequest, slug: str) -> dict[str, Any]:
+def page_context(request: HttpRequest, slug: str) -> dict[str, Any]:
     """The managed organization and what the page frame (the profile menu) needs."""
     membership = get_manager_membership(request.user, slug)
     org = membership.organization
@@ -47,10 +60,24 @@ def next_reset(org: Organization, now: dt.datetime | None = None) -> dt.datetime
 
 @login_required
 def billing(request: HttpRequest, slug: str) -> HttpResponse:
-    context = _context(request, slug)
+    return billing_page(request, page_context(request, slug))
+
+
+def billing_page(
+    request: HttpRequest,
+    context: dict[str, Any],
+    *,
+    auto_top_up_form: forms.ModelForm | None = None,  # type: ignore[type-arg]
+    details_form: forms.ModelForm | None = None,  # type: ignore[type-arg]
+    status: int = 200,
+) -> HttpResponse:
+    """The billing page; a form posted with errors is shown bound, with them."""
+    from billing.views.payments import AutoTopUpForm, BillingDetailsForm
+
     org: Organization = context["org"]
     now = timezone.now()
     lots = postings.live_lots(org.account, now)
+    auto = AutoTopUp.objects.select_related("pack").filter(organization=org).first()
     context.update(
         subscription=org.plan_subscription,  # loaded with the membership
         next_reset=next_reset(org, now),
@@ -58,10 +85,15 @@ def billing(request: HttpRequest, slug: str) -> HttpResponse:
         packs=CreditPack.objects.filter(active=True),
         invoices=org.invoices.all()[:HISTORY_ROWS],
         payments=org.purchases.select_related("pack", "buyer").exclude(
-            status=PurchaseStatus.PENDING, provider_session_id=""
+            status=PurchaseStatus.PENDING, provider_session_id="", origin=PurchaseOrigin.CHECKOUT
         )[:HISTORY_ROWS],
+        payment_method=PaymentMethod.objects.filter(organization=org).first(),
+        auto_top_up=auto,
+        auto_top_up_form=auto_top_up_form
+        or AutoTopUpForm(instance=auto, initial={"threshold": 1_000, "monthly_limit": 3}),
+        details_form=details_form or BillingDetailsForm(instance=payment_methods.profile(org)),
     )
-    return render(request, "billing/billing.html", context)
+    return render(request, "billing/billing.html", context, status=status)
 
 
 @login_required
@@ -70,12 +102,19 @@ def buy_pack(request: HttpRequest, slug: str, pack: str) -> HttpResponse:
     org = get_managed_organization(request.user, slug)
     credit_pack = get_object_or_404(CreditPack, slug=pack)
     try:
-        _, checkout_url = purchases.start(
+        purchase, checkout_url = purchases.start(
             org, credit_pack, buyer=request.user, site_url=request.build_absolute_uri("/")
         )
     except (purchases.PackNotForSale, PaymentError) as exc:
         messages.error(request, str(exc))
         return redirect("billing", slug=org.slug)
+    audit.record(
+        request,
+        org,
+        Action.PURCHASE_STARTED,
+        target=credit_pack.name,
+        detail=f"{purchase.credits:,} credits for {money(purchase.price_cents, purchase.currency)}.",
+    )
     return redirect(checkout_url)
 
 
@@ -116,7 +155,7 @@ def _local_purchase(org: Organization, session_id: str) -> Purchase:
 @login_required
 def checkout(request: HttpRequest, slug: str, session_id: str) -> HttpResponse:
     """The local test provider's hosted-checkout page."""
-    context = _context(request, slug)
+    context = page_context(request, slug)
     context["purchase"] = _local_purchase(context["org"], session_id)
     return render(request, "billing/checkout.html", context)
 
@@ -145,8 +184,8 @@ def checkout_cancel(request: HttpRequest, slug: str, session_id: str) -> HttpRes
 
 @login_required
 def invoice(request: HttpRequest, slug: str, number: str) -> HttpResponse:
-    context = _context(request, slug)
+    context = page_context(request, slug)
     context["invoice"] = get_object_or_404(
-        Invoice.objects.prefetch_related("lines"), organization=context["org"], number=number
+        Invoice.objects.prefetch_related("lines", "attempts"), organization=context["org"], number=number
     )
     return render(request, "billing/invoice.html", context)

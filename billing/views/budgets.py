@@ -8,11 +8,14 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 from django.views.decorators.http import require_http_methods, require_POST
 
+from billing import budget_changes
 from billing.access import get_managed_organization, get_manager_membership
-from billing.models import Membership
+from billing.models import Membership, Organization
 from ledger import budgets
 from ledger.models import Budget, BudgetMonth, BudgetScope, Job
 
@@ -58,12 +61,22 @@ def _page(request: HttpRequest, membership: Membership, form: BudgetForm, status
             "org": org,
             "membership": membership,
             "form": form,
-            "budgets": [(b, history.get(b.budget.pk, [])) for b in figures],
+            "budgets": [(b, history.get(b.budget.pk, []), _report_url(org, b)) for b in figures],
             "suggestions": sorted({name for names in suggestions.values() for name in names}),
             "month": budgets.month_of(account, timezone.now()),
         },
         status=status,
     )
+
+
+def _report_url(org: Organization, budget: budgets.BudgetFigures) -> str | None:
+    """The usage report of what a project's or a user's budget covers this month (the
+    ledger does not record which key posted a charge, so a key's budget has none)."""
+    other = {BudgetScope.PROJECT: "user", BudgetScope.USER: "project"}.get(BudgetScope(budget.scope))
+    if other is None:
+        return None
+    query = {"from": budget.month.isoformat(), "group": other, budget.scope: budget.name}
+    return reverse("usage_report", args=[org.slug]) + "?" + urlencode(query)
 
 
 @login_required
@@ -78,7 +91,7 @@ def budgets_page(request: HttpRequest, slug: str) -> HttpResponse:
     if not form.is_valid():
         return _page(request, membership, form, status=422)
     data = form.cleaned_data
-    budget, made = budgets.set_budget(org.account, data["scope"], data["name"], data["monthly_limit"])
+    budget, made = budget_changes.set_budget(request, org, data["scope"], data["name"], data["monthly_limit"])
     scope = budget.get_scope_display().lower()
     what = f"{scope} budget “{budget.name}”: {budget.monthly_limit:,} credits a month"
     messages.success(request, f"{'Added' if made else 'Changed'} the {what}.")
@@ -90,6 +103,6 @@ def budgets_page(request: HttpRequest, slug: str) -> HttpResponse:
 def delete_budget(request: HttpRequest, slug: str, budget_id: int) -> HttpResponse:
     org = get_managed_organization(request.user, slug)
     budget = get_object_or_404(Budget, account=org.account, pk=budget_id)
-    budgets.remove_budget(org.account, budget.scope, budget.name)
+    budget_changes.remove_budget(request, org, budget.scope, budget.name)
     messages.success(request, f"Removed the {budget.get_scope_display().lower()} budget “{budget.name}”.")
     return redirect("budgets", slug=org.slug)

@@ -1,23 +1,28 @@
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 
 from billing.access import get_membership
-from billing.models import Membership
-from ledger import postings
+from billing.api.reads import audit_window_days, visible_entries
+from ledger import postings, usage
+from ledger.periods import current_period
+from team import recent
+
+# The overview's "Recent activity": the newest ledger entries, within the plan's audit
+# window as the API's history is.
+RECENT_ACTIVITY = 6
 
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    """Send a signed-in user to their first organization."""
-    membership = (
-        Membership.objects.filter(user_id=request.user.pk or 0)
-        .select_related("organization")
-        .order_by("organization__name")
-        .first()
-    )
+    """Send a signed-in user to the organization they used last (else their first)."""
+    membership = recent.membership_for_home(request.user)
     if membership is None:
         return render(request, "billing/no_organization.html")
     return redirect("organization", slug=membership.organization.slug)
@@ -25,15 +30,19 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def organization(request: HttpRequest, slug: str) -> HttpResponse:
+    """The overview: everyone sees the credits; managers also this month's usage (the
+    Usage page's figures, from the same read) and the latest ledger entries."""
     membership = get_membership(request.user, slug)
     org = membership.organization
-    return render(
-        request,
-        "billing/organization.html",
-        {
-            "org": org,
-            "membership": membership,
-            "account": org.account,
-            "credits": postings.credits_now(org.account),
-        },
-    )
+    now = timezone.now()
+    context: dict[str, Any] = {
+        "org": org,
+        "membership": membership,
+        "account": org.account,
+        "credits": postings.credits_now(org.account, now),
+    }
+    if membership.is_manager:
+        context["month"] = usage.period_usage(org.account, current_period(now, org.account.tzinfo), now)
+        since = now - dt.timedelta(days=audit_window_days(org))
+        context["activity"] = visible_entries(org, since, RECENT_ACTIVITY)
+    return render(request, "billing/organization.html", context)

@@ -17,11 +17,12 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_GET
 from django_htmx.middleware import HtmxDetails
 
-from billing import charts, gauges
+from billing import charts, formats, gauges
 from billing.access import get_manager_membership
 from billing.models import Organization
 from ledger import usage
 from ledger.periods import parse_period
+from team import members
 
 CSV_HEADER = [
     "row_type",
@@ -77,7 +78,7 @@ def usage_page(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         return _problem(request, org, problem)
     month = usage.period_usage(org.account, period, now)
     if day is not None and not month.first_day <= day <= month.last_day:
-        return _problem(request, org, NoUsage(f"{day:%b %-d, %Y} is not in {period:%B %Y}."))
+        return _problem(request, org, NoUsage(f"{formats.day(day)} is not in {formats.month(period)}."))
     context: dict[str, Any] = {
         "org": org,
         "membership": membership,
@@ -90,7 +91,7 @@ def usage_page(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     }
     if request.htmx and not request.htmx.history_restore_request:
         return render(request, "billing/usage.html#period", context)  # no gauges there
-    context["gauges"] = gauges.plan_gauges(org, seats_used=org.memberships.count())
+    context["gauges"] = gauges.plan_gauges(org, seats_used=members.seats(org).used)
     return render(request, "billing/usage.html", context)
 
 
@@ -105,7 +106,7 @@ def usage_day(request: HtmxHttpRequest, slug: str, day: str) -> HttpResponse:
         return _problem(request, org, problem)
     period = date.replace(day=1)
     if period not in usage.periods(org.account, timezone.now()):
-        return _problem(request, org, NoUsage(f"{org.name} has no usage on {date:%b %-d, %Y}."))
+        return _problem(request, org, NoUsage(f"{org.name} has no usage on {formats.day(date)}."))
     if not request.htmx:
         url = _with_query(reverse("usage", args=[org.slug]), period=f"{period:%Y-%m}", day=day)
         return redirect(f"{url}#day-{day}")
@@ -187,8 +188,8 @@ def _chosen_period(
         ) from error
     if period not in months:
         raise NoUsage(
-            f"{org.name} has no usage in {period:%B %Y}: its history runs from {months[-1]:%B %Y} "
-            f"to {months[0]:%B %Y}."
+            f"{org.name} has no usage in {formats.month(period)}: its history runs from "
+            f"{formats.month(months[-1])} to {formats.month(months[0])}."
         )
     return period, months
 

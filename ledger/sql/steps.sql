@@ -255,7 +255,7 @@ BEGIN
       FROM ledger_budget b
       LEFT JOIN ledger_budgetmonth m ON m.budget_id = b.id AND m.month = ledger.month_of(p_account, p_now)
      WHERE b.id = ANY(p_budgets)
-       AND coalesce(m.used, 0) + b.held - coalesce(p_hold.amount, 0) + p_amount > b.monthly_limit
+       AND coalesce(m.used, 0)::numeric + b.held - coalesce(p_hold.amount, 0) + p_amount > b.monthly_limit
      ORDER BY b.scope, b.name
      LIMIT 1;
     IF NOT FOUND THEN
@@ -306,8 +306,8 @@ BEGIN
      CROSS JOIN LATERAL (SELECT coalesce(m.used, 0) + b.held AS now_at) AS t
      WHERE b.id = ANY(p_budgets)
        AND EXISTS (SELECT FROM unnest(ARRAY[50, 80, 100]) AS level
-                    WHERE (t.now_at - p_used - p_held) * 100 < level * b.monthly_limit
-                      AND t.now_at * 100 >= level * b.monthly_limit);
+                    WHERE (t.now_at - p_used - p_held)::numeric * 100 < level * b.monthly_limit::numeric
+                      AND t.now_at::numeric * 100 >= level * b.monthly_limit::numeric);
     IF v_crossed IS NULL THEN
         RETURN false;
     END IF;
@@ -357,11 +357,33 @@ END;
 $$;
 
 
+-- Add a debit or a refund to its day's group: the job's project, user and resource class
+-- (the price table's class for a debit without a job, or a job that did not say) and the
+-- operation. Reports by any of these read this, not the entries.
+CREATE FUNCTION ledger.add_to_groups(
+    p_account bigint, p_day date, p_kind text, p_operation text, p_job bigint, p_amount bigint
+) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO ledger_groupday AS g (account_id, date, project, "user", resource_class, operation, debits, refunds)
+    SELECT p_account, p_day, coalesce(j.project, ''), coalesce(j."user", ''),
+           coalesce(nullif(j.resource_class, ''),
+                    (SELECT resource_class FROM ledger_price WHERE operation = p_operation), ''),
+           coalesce(p_operation, ''),
+           CASE WHEN p_kind = 'debit' THEN -p_amount ELSE 0 END,
+           CASE WHEN p_kind = 'refund' THEN p_amount ELSE 0 END
+      FROM (SELECT p_job AS id) AS posting LEFT JOIN ledger_job j ON j.id = posting.id
+    ON CONFLICT (account_id, date, project, "user", resource_class, operation) DO UPDATE SET
+        debits = g.debits + excluded.debits,
+        refunds = g.refunds + excluded.refunds;
+END;
+$$;
+
+
 -- Append one entry and move the balance by its signed amount: the entry records the
 -- balance after it, and the day's rollup follows. An entry is dated on its day in the
 -- account's time zone, but never into a month already closed (usage reported late lands
--- in the open month, and a closed statement never changes). ``source`` is a top-up's lot
--- source. Returns the entry's id.
+-- in the open month, and a closed statement never changes). A debit or a refund also
+-- counts in its day's group. ``source`` is a top-up's lot source. Returns the entry's id.
 CREATE FUNCTION ledger.append(
     p_account bigint, p_kind text, p_operation text, p_amount bigint, p_now timestamptz,
     p_quantity bigint DEFAULT NULL, p_job bigint DEFAULT NULL, p_hold bigint DEFAULT NULL,
@@ -380,6 +402,9 @@ BEGIN
             p_refund_of_expired, p_memo, p_now, v_day)
     RETURNING id INTO v_entry;
     PERFORM ledger.add_to_day(p_account, v_day, p_kind, p_source, p_amount, v_balance);
+    IF p_kind IN ('debit', 'refund') THEN
+        PERFORM ledger.add_to_groups(p_account, v_day, p_kind, p_operation, p_job, p_amount);
+    END IF;
     RETURN v_entry;
 END;
 $$;

@@ -2,8 +2,11 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 
 from billing.models import ApiKey, Organization, Scope
+from team import audit
+from team.models import Action
 
 
 class Command(BaseCommand):
@@ -22,7 +25,15 @@ class Command(BaseCommand):
             raise CommandError(f"No organization {options['org']!r}.")
         scopes = [s.strip() for s in options["scopes"].split(",") if s.strip()]
         try:
-            _, raw = ApiKey.issue(org, name=options["name"], scopes=scopes)
+            with transaction.atomic():
+                key, raw = ApiKey.issue(org, name=options["name"], scopes=scopes)
+                audit.record(
+                    "create_api_key command",
+                    org,
+                    Action.API_KEY_CREATED,
+                    target=str(key),
+                    detail=", ".join(key.scopes),
+                )
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages)) from exc
         self.stderr.write(

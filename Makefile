@@ -78,7 +78,8 @@ endif
 
 serve: venv
 	$(BIN)/python manage.py migrate --noinput -v0
-	$(BIN)/python manage.py seed_demo
+	@# The demo's cards and invoices are the offline test checkout's: allowed, as for the server.
+	$(PLAIN_HTTP_DEMO) $(BIN)/python manage.py seed_demo
 	@echo
 	@echo "Tally is starting at http://127.0.0.1:$(PORT)/  (Ctrl-C stops web, worker and scheduler$(if $(EMBEDDED),$(comma) then PostgreSQL))"
 	@# Ctrl-C ends honcho with 130: the demo stopped as asked, not an error.

@@ -316,12 +316,11 @@ def post_history(org: Organization, demo: DemoOrg, now: dt.datetime) -> int:
 
 
 def plant_findings(org: Organization, now: dt.datetime) -> int:
-    """Two things the review should find: a hold the job runner never settled (expired two
-    days ago) and a run settled at twice its estimate."""
+    """Two things the review should find, posted after the rest of the history: a hold the
+    job runner never settled (it expired) and a run settled at twice its estimate."""
     account = org.account
     if not account.unlimited and postings.credits_now(account, now).available < 1_000:
         return 0  # the Free demo has too few credits left to run these
-    stuck = now - dt.timedelta(days=2, hours=3)
     job = postings.JobInfo("demo-stuck-1", "eval-sweep", PROJECTS[1], USERS[1], "a100")
     postings.reserve(
         account,
@@ -329,18 +328,22 @@ def plant_findings(org: Organization, now: dt.datetime) -> int:
         key="demo:stuck-hold",
         operation="training_a100_per_minute",
         job=job,
-        ttl=dt.timedelta(hours=1),
-        now=stuck,
+        ttl=dt.timedelta(minutes=1),
+        now=now - dt.timedelta(minutes=4),
     )
-    postings.release_expired_holds(now=stuck + dt.timedelta(hours=2))
-    started = now - dt.timedelta(days=1, hours=4)
+    postings.release_expired_holds(now=now - dt.timedelta(minutes=2))
     job = postings.JobInfo("demo-long-run-1", "long-finetune", PROJECTS[0], USERS[2], "a100")
     hold = postings.reserve(
-        account, 300, key="demo:long-run", operation="training_a100_per_minute", job=job, now=started
+        account,
+        300,
+        key="demo:long-run",
+        operation="training_a100_per_minute",
+        job=job,
+        now=now - dt.timedelta(seconds=90),
     )
     if hold.hold_id is not None:
         postings.settle(
-            account, hold.hold_id, 600, key="demo:long-run-settle", now=started + dt.timedelta(hours=1)
+            account, hold.hold_id, 600, key="demo:long-run-settle", now=now - dt.timedelta(minutes=1)
         )
     return 4
 

@@ -51,7 +51,7 @@ def sentence(result: ledger_forecast.Forecast, unlimited: bool) -> str:
         return f"{pace}, credits last beyond a year, with the plan's renewals."
     likely = ""
     if result.run_out_low and result.run_out_high is None:
-        likely = f" (likely {_day(result.run_out_low)} or later: at the slower end they last)"
+        likely = f" (likely {_day(result.run_out_low)} or later)"
     elif result.run_out_low and result.run_out_high and result.run_out_low != result.run_out_high:
         likely = f" (likely {_day(result.run_out_low)}–{_day(result.run_out_high)})"
     return f"{pace}, credits last until about {_day(result.run_out_at)}{likely}."

@@ -170,7 +170,7 @@ def test_the_sentence_pages_show() -> None:
         "(likely 16 Dec–23 Dec)."
     )
     open_ended = Forecast(14, 1_200, day, dt.date(2026, 12, 16), None, [])
-    assert sentence(open_ended, False).endswith("(likely 16 Dec or later: at the slower end they last).")
+    assert sentence(open_ended, False).endswith("(likely 16 Dec or later).")
     assert sentence(Forecast(3, None, None, None, None, []), False).startswith("Not enough history yet")
     assert (
         sentence(Forecast(14, 0, None, None, None, []), False)

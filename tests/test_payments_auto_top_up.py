@@ -67,6 +67,9 @@ def test_the_form_saves_it_and_watches_the_ledger(manager_client: Client, org: O
     org.account.refresh_from_db()
     assert org.account.notify  # postings now write the notices the trigger reads
     assert AuditRecord.objects.filter(organization=org, action="auto_top_up.changed").count() == 1
+    manager_client.post(reverse("auto_top_up", args=[org.slug]), {**data, "threshold": "2500"})
+    form = manager_client.get(reverse("billing", args=[org.slug])).text
+    assert 'name="threshold" value="2500"' in form  # the saved settings, not the suggestions
     manager_client.post(reverse("auto_top_up", args=[org.slug]), {**data, "enabled": ""})
     org.account.refresh_from_db()
     assert not org.account.notify

@@ -90,7 +90,8 @@ def billing_page(
         payment_method=PaymentMethod.objects.filter(organization=org).first(),
         auto_top_up=auto,
         auto_top_up_form=auto_top_up_form
-        or AutoTopUpForm(instance=auto, initial={"threshold": 1_000, "monthly_limit": 3}),
+        # The saved settings, or suggestions for a first one (``initial`` would override them).
+        or AutoTopUpForm(instance=auto, initial=None if auto else {"threshold": 1_000, "monthly_limit": 3}),
         details_form=details_form or BillingDetailsForm(instance=payment_methods.profile(org)),
     )
     return render(request, "billing/billing.html", context, status=status)

@@ -45,7 +45,8 @@ def _page(request: HttpRequest, membership: Membership, form: BudgetForm, status
     account = org.account
     figures = budgets.budgets(account)
     history: dict[int, list[BudgetMonth]] = {}
-    for month in BudgetMonth.objects.filter(budget__account=account).order_by("-month"):
+    this_month = budgets.month_of(account, timezone.now())
+    for month in BudgetMonth.objects.filter(budget__account=account, month__lt=this_month).order_by("-month"):
         if len(history.setdefault(month.budget_id, [])) < HISTORY_MONTHS:
             history[month.budget_id].append(month)
     jobs = Job.objects.filter(account=account)
@@ -63,7 +64,7 @@ def _page(request: HttpRequest, membership: Membership, form: BudgetForm, status
             "form": form,
             "budgets": [(b, history.get(b.budget.pk, []), _report_url(org, b)) for b in figures],
             "suggestions": sorted({name for names in suggestions.values() for name in names}),
-            "month": budgets.month_of(account, timezone.now()),
+            "month": this_month,
         },
         status=status,
     )

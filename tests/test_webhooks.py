@@ -25,6 +25,7 @@ from billing.models import AlertKind, AlertThreshold, Organization, Purchase, Pu
 from ledger import budgets, postings
 from ledger.models import Notice
 from ledger.periods import month_start
+from team.models import AuditRecord
 from tests.close_helpers import backdate, past_months, post_month
 from tests.factories import fund, make_org, make_user
 from tests.webhook_receiver import Answer, Receiver, running_receiver
@@ -478,3 +479,23 @@ def test_the_profile_menu_links_managers_to_webhooks(
     link = reverse("webhooks", args=[org.slug])
     assert link in manager_client.get(reverse("organization", args=[org.slug])).text
     assert link not in member_client.get(reverse("organization", args=[org.slug])).text
+
+
+def test_every_endpoint_change_writes_one_audit_record(
+    manager_client: Client, org: Organization, receiver: Receiver
+) -> None:
+    endpoint, _ = add_endpoint(manager_client, org, receiver.url, CREDITS)
+    manager_client.post(
+        reverse("webhook_endpoint", args=[org.slug, endpoint.pk]),
+        {"url": receiver.url, "events": CREDITS, "description": "runner"},
+    )
+    manager_client.post(reverse("webhook_rotate", args=[org.slug, endpoint.pk]))
+    manager_client.post(reverse("webhook_delete", args=[org.slug, endpoint.pk]))
+    records = AuditRecord.objects.filter(organization=org).order_by("id")
+    assert list(records.values_list("action", "target")) == [
+        ("webhook.created", receiver.url),
+        ("webhook.changed", receiver.url),
+        ("webhook.changed", receiver.url),
+        ("webhook.removed", receiver.url),
+    ]
+    assert records[2].detail.startswith("Signing secret rotated")

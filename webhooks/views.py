@@ -17,6 +17,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 from billing.access import get_manager_membership
 from billing.models import Membership
 from billing.watch import update_notify
+from team import audit
+from team.models import Action
 from webhooks import events
 from webhooks.delivery import RefusedURL, validate_url
 from webhooks.handlers import endpoint_changed, low_level
@@ -61,12 +63,22 @@ def _get_endpoint(
     return membership, endpoint
 
 
-def _save(form: EndpointForm, *, was_enabled: bool) -> Endpoint:
+def _save(request: HttpRequest, form: EndpointForm, *, was_enabled: bool) -> Endpoint:
+    """Save the endpoint and its audit record together."""
+    made = form.instance.pk is None
     if form.instance.enabled and not was_enabled:
         form.instance.disabled_reason = ""
     with transaction.atomic():
         endpoint: Endpoint = form.save()
         endpoint_changed(endpoint, was_enabled=was_enabled)
+        state = "enabled" if endpoint.enabled else "disabled"
+        audit.record(
+            request,
+            endpoint.organization,
+            Action.WEBHOOK_CREATED if made else Action.WEBHOOK_CHANGED,
+            target=endpoint.url,
+            detail=f"Events: {', '.join(endpoint.events)}; {state}.",
+        )
     return endpoint
 
 
@@ -78,7 +90,7 @@ def endpoints_page(request: HttpRequest, slug: str) -> HttpResponse:
     org = membership.organization
     form = EndpointForm(request.POST or None, instance=Endpoint(organization=org, created_by=membership.user))
     if request.method == "POST" and form.is_valid():
-        endpoint = _save(form, was_enabled=False)
+        endpoint = _save(request, form, was_enabled=False)
         request.session[NEW_SECRET] = [endpoint.pk, endpoint.secret]
         return redirect("webhook_endpoint", slug=org.slug, endpoint_id=endpoint.pk)
     context = {
@@ -99,7 +111,7 @@ def endpoint_page(request: HttpRequest, slug: str, endpoint_id: int) -> HttpResp
     was_enabled = endpoint.enabled
     form = EndpointForm(request.POST or None, instance=endpoint)
     if request.method == "POST" and form.is_valid():
-        _save(form, was_enabled=was_enabled)
+        _save(request, form, was_enabled=was_enabled)
         messages.success(request, "Endpoint saved.")
         return redirect("webhook_endpoint", slug=slug, endpoint_id=endpoint.pk)
     new_secret = request.session.pop(NEW_SECRET, None)
@@ -118,7 +130,15 @@ def endpoint_page(request: HttpRequest, slug: str, endpoint_id: int) -> HttpResp
 @require_POST
 def rotate_secret(request: HttpRequest, slug: str, endpoint_id: int) -> HttpResponse:
     _, endpoint = _get_endpoint(request.user, slug, endpoint_id)
-    request.session[NEW_SECRET] = [endpoint.pk, endpoint.rotate_secret()]
+    with transaction.atomic():
+        request.session[NEW_SECRET] = [endpoint.pk, endpoint.rotate_secret()]
+        audit.record(
+            request,
+            endpoint.organization,
+            Action.WEBHOOK_CHANGED,
+            target=endpoint.url,
+            detail="Signing secret rotated; the old one signs beside it for 24 hours.",
+        )
     messages.success(request, "New secret made. The old one still signs deliveries for 24 hours.")
     return redirect("webhook_endpoint", slug=slug, endpoint_id=endpoint.pk)
 
@@ -152,6 +172,7 @@ def resend(request: HttpRequest, slug: str, endpoint_id: int, delivery_id: int) 
 def delete_endpoint(request: HttpRequest, slug: str, endpoint_id: int) -> HttpResponse:
     _, endpoint = _get_endpoint(request.user, slug, endpoint_id)
     with transaction.atomic():
+        audit.record(request, endpoint.organization, Action.WEBHOOK_REMOVED, target=endpoint.url)
         endpoint.delete()
         update_notify(endpoint.organization_id)
     messages.success(request, f"Endpoint {endpoint.url} deleted.")

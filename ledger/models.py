@@ -491,7 +491,8 @@ class Budget(models.Model):
     or settle that would take ``used`` this month plus ``held`` past ``monthly_limit`` is
     refused. Months are the account's."""
 
-    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="budgets")
+    # Found by the unique (account, scope, name) index, which serves the account alone too.
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="budgets", db_index=False)
     scope = models.CharField(max_length=16, choices=BudgetScope.choices)
     name = models.CharField(max_length=200)
     monthly_limit = models.BigIntegerField()
@@ -515,7 +516,9 @@ class Budget(models.Model):
 class BudgetMonth(models.Model):
     """What a budget's matching charges used in one month (net of refunds, never below 0)."""
 
-    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="months")
+    # The unique (budget, month) index serves lookups by budget: no second index to keep
+    # up on every posting's update of ``used``.
+    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="months", db_index=False)
     month = models.DateField(help_text="The month's first day, in the account's time zone.")
     used = models.BigIntegerField(default=0)
 

@@ -243,17 +243,19 @@ CREATE FUNCTION ledger.over_budget(
     p_hold ledger_hold DEFAULT NULL
 ) RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
 DECLARE
+    v_month date;
     v_budget record;
     v_left bigint;
 BEGIN
     IF cardinality(p_budgets) = 0 THEN
         RETURN NULL;
     END IF;
+    v_month := ledger.month_of(p_account, p_now);
     SELECT b.scope, b.name, b.monthly_limit, coalesce(m.used, 0) AS used,
            b.held - coalesce(p_hold.amount, 0) AS held
       INTO v_budget
       FROM ledger_budget b
-      LEFT JOIN ledger_budgetmonth m ON m.budget_id = b.id AND m.month = ledger.month_of(p_account, p_now)
+      LEFT JOIN ledger_budgetmonth m ON m.budget_id = b.id AND m.month = v_month
      WHERE b.id = ANY(p_budgets)
        AND coalesce(m.used, 0)::numeric + b.held - coalesce(p_hold.amount, 0) + p_amount > b.monthly_limit
      ORDER BY b.scope, b.name
@@ -270,6 +272,19 @@ BEGIN
                                                         'monthly_limit', v_budget.monthly_limit,
                                                         'used', v_budget.used, 'held', v_budget.held,
                                                         'remaining', v_left)));
+END;
+$$;
+
+
+-- The alert level (0, 50, 80 or 100% of ``monthly_limit``) that ``taken`` credits reach.
+CREATE FUNCTION ledger.budget_level(p_taken bigint, p_monthly_limit bigint)
+RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    RETURN CASE WHEN p_monthly_limit <= 0 THEN 0
+                WHEN p_taken::numeric * 100 >= p_monthly_limit::numeric * 100 THEN 100
+                WHEN p_taken::numeric * 100 >= p_monthly_limit::numeric * 80 THEN 80
+                WHEN p_taken::numeric * 100 >= p_monthly_limit::numeric * 50 THEN 50
+                ELSE 0 END;
 END;
 $$;
 
@@ -303,11 +318,9 @@ BEGIN
     SELECT array_agg(b.id) INTO v_crossed
       FROM ledger_budget b
       LEFT JOIN ledger_budgetmonth m ON m.budget_id = b.id AND m.month = v_month
-     CROSS JOIN LATERAL (SELECT coalesce(m.used, 0) + b.held AS now_at) AS t
      WHERE b.id = ANY(p_budgets)
-       AND EXISTS (SELECT FROM unnest(ARRAY[50, 80, 100]) AS level
-                    WHERE (t.now_at - p_used - p_held)::numeric * 100 < level * b.monthly_limit::numeric
-                      AND t.now_at::numeric * 100 >= level * b.monthly_limit::numeric);
+       AND ledger.budget_level(coalesce(m.used, 0) + b.held, b.monthly_limit)
+           > ledger.budget_level(coalesce(m.used, 0) + b.held - p_used - p_held, b.monthly_limit);
     IF v_crossed IS NULL THEN
         RETURN false;
     END IF;

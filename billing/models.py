@@ -69,6 +69,10 @@ def _follow_plan(accounts: models.QuerySet[Account], plan: Plan) -> None:
     accounts.exclude(unlimited=plan.unlimited).update(unlimited=plan.unlimited)
 
 
+# The audit-trail window of an organization without a plan.
+DEFAULT_AUDIT_WINDOW_DAYS = 30
+
+
 class Organization(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(unique=True)
@@ -104,6 +108,12 @@ class Organization(models.Model):
         """The organization's subscription, or None when it has none (the reverse
         one-to-one raises instead)."""
         return getattr(self, "subscription", None)
+
+    @property
+    def audit_window_days(self) -> int:
+        """How many days of its ledger the organization sees (its plan's audit-trail window)."""
+        subscription = self.plan_subscription
+        return subscription.plan.audit_window_days if subscription else DEFAULT_AUDIT_WINDOW_DAYS
 
     @property
     def storage_gb(self) -> float:

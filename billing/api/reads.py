@@ -38,14 +38,6 @@ router = Router(tags=["credits"], auth=READ)
 
 FAILURES: dict[int, type[Error]] = {401: Error, 403: Error, 422: Error, 429: Error}
 RECENT_HISTORY = 20
-DEFAULT_AUDIT_WINDOW_DAYS = 30
-
-
-def audit_window_days(org: Organization) -> int:
-    subscription = org.plan_subscription
-    return subscription.plan.audit_window_days if subscription else DEFAULT_AUDIT_WINDOW_DAYS
-
-
 # EntryOut's fields, and its job's: the columns visible_entries reads, in this order.
 ENTRY_COLUMNS = ("id", "created_at", "operation", "amount", "balance_after")
 JOB_COLUMNS = ("external_id", "name", "project", "user", "resource_class")
@@ -91,7 +83,7 @@ def balance(request: HttpRequest) -> dict[str, Any]:
     org = organization(request)
     account = org.account  # read with the key, in this request
     now = timezone.now()
-    since = now - dt.timedelta(days=audit_window_days(org))
+    since = now - dt.timedelta(days=org.audit_window_days)
     subscription = org.plan_subscription
     credits = postings.credits_now(account, now)  # lots past their expiry no longer count
     return {
@@ -115,7 +107,7 @@ def history(
     """Ledger entries newest first, within the plan's audit-trail window. For a stable walk
     while entries arrive, pass each page's ``next_before_id`` as ``before_id``."""
     org = organization(request)
-    days = audit_window_days(org)
+    days = org.audit_window_days
     since = timezone.now() - dt.timedelta(days=days)
     page = visible_entries(org, since, limit + 1, offset, before_id)
     has_more = len(page) > limit
@@ -182,7 +174,7 @@ def usage(
     org = organization(request)
     account = org.account
     today = account.local_date(timezone.now())
-    start = today - dt.timedelta(days=min(days, audit_window_days(org)) - 1)
+    start = today - dt.timedelta(days=min(days, org.audit_window_days) - 1)
     rollups = {r.date: r for r in DailyRollup.objects.filter(account=account, date__gte=start)}
     before = DailyRollup.objects.filter(account=account, date__lt=start).order_by("-date").first()
     carried = before.balance if before else 0

@@ -9,7 +9,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 
 from billing.access import get_membership
-from billing.api.reads import audit_window_days, visible_entries
+from billing.api.reads import visible_entries
 from ledger import postings, usage
 from ledger.periods import current_period
 from team import recent
@@ -43,6 +43,6 @@ def organization(request: HttpRequest, slug: str) -> HttpResponse:
     }
     if membership.is_manager:
         context["month"] = usage.period_usage(org.account, current_period(now, org.account.tzinfo), now)
-        since = now - dt.timedelta(days=audit_window_days(org))
+        since = now - dt.timedelta(days=org.audit_window_days)
         context["activity"] = visible_entries(org, since, RECENT_ACTIVITY)
     return render(request, "billing/organization.html", context)

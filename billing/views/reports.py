@@ -3,7 +3,6 @@ resource class or operation, with a chart and the same as CSV. Managers only."""
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 from typing import Any
 
@@ -15,10 +14,10 @@ from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET
 
-from billing import charts, formats
+from billing import charts, csv_files, formats
 from billing.access import get_manager_membership
 from billing.models import Organization
-from billing.views.usage import CSV_BATCH, BadPeriod, UsageProblem, _LineBuffer, _problem, neutralize
+from billing.views.usage import BadPeriod, UsageProblem, problem_page
 from ledger import reports
 from ledger.periods import add_months
 
@@ -65,7 +64,7 @@ def usage_report(request: HttpRequest, slug: str) -> HttpResponse:
     try:
         start, end, group, filters = _query(request, org)
     except UsageProblem as problem:
-        return _problem(request, org, problem)
+        return problem_page(request, org, problem)
     report = reports.usage_report(org.account, start, end, group, filters)
     query = {"from": start.isoformat(), "to": end.isoformat(), "group": group, **filters}
     context: dict[str, Any] = {
@@ -99,22 +98,15 @@ def usage_report_csv(request: HttpRequest, slug: str) -> StreamingHttpResponse |
     try:
         start, end, group, filters = _query(request, org)
     except UsageProblem as problem:
-        return _problem(request, org, problem)
+        return problem_page(request, org, problem)
     report = reports.usage_report(org.account, start, end, group, filters)
 
-    def lines() -> Any:
-        buffer = _LineBuffer()
-        writer = csv.writer(buffer, lineterminator="\r\n")
-        writer.writerow(["from", "to", group, "credits_used"])
-        for count, (first, last, name, used) in enumerate(reports.rows(report), start=1):
-            writer.writerow([first.isoformat(), last.isoformat(), neutralize(name), used])
-            if count % CSV_BATCH == 0:
-                yield buffer.take()
-        yield buffer.take()
-
-    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="tally-{org.slug}-{group}-{start}-{end}.csv"'
-    return response
+    rows = (
+        (first.isoformat(), last.isoformat(), name, used) for first, last, name, used in reports.rows(report)
+    )
+    return csv_files.response(
+        ["from", "to", group, "credits_used"], rows, f"tally-{org.slug}-{group}-{start}-{end}.csv"
+    )
 
 
 def _url(org: Organization, query: dict[str, str]) -> str:

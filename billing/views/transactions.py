@@ -15,8 +15,7 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_GET
 
 from billing.access import get_manager_membership
-from billing.api.reads import audit_window_days
-from billing.views.usage import BadPeriod, UsageProblem, _problem
+from billing.views.usage import BadPeriod, UsageProblem, problem_page
 from ledger.models import Entry, EntryKind
 
 PAGE = 50
@@ -27,13 +26,13 @@ PAGE = 50
 def transactions(request: HttpRequest, slug: str) -> HttpResponse:
     membership = get_manager_membership(request.user, slug)
     org = membership.organization
-    window = audit_window_days(org)
+    window = org.audit_window_days
     since = timezone.now() - dt.timedelta(days=window)
     try:
         filters = _filters(request)
         before = int(request.GET["before"]) if request.GET.get("before") else None
     except (UsageProblem, ValueError):
-        return _problem(
+        return problem_page(
             request,
             org,
             BadPeriod("Filter by a kind of entry, a project or a job id, and page with before=<entry id>."),

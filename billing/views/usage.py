@@ -3,9 +3,7 @@ statements, and the ledger CSV. Managers only."""
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
@@ -17,7 +15,7 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_GET
 from django_htmx.middleware import HtmxDetails
 
-from billing import charts, formats, gauges
+from billing import charts, csv_files, formats, gauges
 from billing.access import get_manager_membership
 from billing.models import Organization
 from ledger import usage
@@ -35,9 +33,6 @@ CSV_HEADER = [
     "user",
     "resource_class",
 ]
-# OWASP CSV injection: a text cell starting with one of these is read as a formula.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-CSV_BATCH = 500
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -60,7 +55,7 @@ class NoUsage(UsageProblem):
     title = "No usage to show"
 
 
-def _problem(request: HttpRequest, org: Organization, problem: UsageProblem) -> HttpResponse:
+def problem_page(request: HttpRequest, org: Organization, problem: UsageProblem) -> HttpResponse:
     context = {"org": org, "title": problem.title, "message": str(problem)}
     return render(request, "billing/usage_problem.html", context, status=problem.status)
 
@@ -75,10 +70,10 @@ def usage_page(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         period, months = _chosen_period(request, org, now)
         day = _date(request.GET["day"]) if request.GET.get("day") else None
     except UsageProblem as problem:
-        return _problem(request, org, problem)
+        return problem_page(request, org, problem)
     month = usage.period_usage(org.account, period, now)
     if day is not None and not month.first_day <= day <= month.last_day:
-        return _problem(request, org, NoUsage(f"{formats.day(day)} is not in {formats.month(period)}."))
+        return problem_page(request, org, NoUsage(f"{formats.day(day)} is not in {formats.month(period)}."))
     context: dict[str, Any] = {
         "org": org,
         "membership": membership,
@@ -103,10 +98,10 @@ def usage_day(request: HtmxHttpRequest, slug: str, day: str) -> HttpResponse:
     try:
         date = _date(day)
     except UsageProblem as problem:
-        return _problem(request, org, problem)
+        return problem_page(request, org, problem)
     period = date.replace(day=1)
     if period not in usage.periods(org.account, timezone.now()):
-        return _problem(request, org, NoUsage(f"{org.name} has no usage on {formats.day(date)}."))
+        return problem_page(request, org, NoUsage(f"{org.name} has no usage on {formats.day(date)}."))
     if not request.htmx:
         url = _with_query(reverse("usage", args=[org.slug]), period=f"{period:%Y-%m}", day=day)
         return redirect(f"{url}#day-{day}")
@@ -123,25 +118,10 @@ def usage_export(request: HttpRequest, slug: str) -> StreamingHttpResponse | Htt
     try:
         period, _ = _chosen_period(request, org, now)
     except UsageProblem as problem:
-        return _problem(request, org, problem)
+        return problem_page(request, org, problem)
     month = usage.period_usage(org.account, period, now)
-    response = StreamingHttpResponse(
-        csv_lines(usage.export_rows(org.account, month)), content_type="text/csv; charset=utf-8"
-    )
-    response["Content-Disposition"] = f'attachment; filename="tally-{org.slug}-{period:%Y-%m}.csv"'
-    return response
-
-
-def csv_lines(rows: Iterable[usage.Day | usage.JobUsage]) -> Iterator[str]:
-    """The header, then the rows in batches (fewer, larger writes to the client)."""
-    buffer = _LineBuffer()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(CSV_HEADER)
-    for count, row in enumerate(rows, start=1):
-        writer.writerow([neutralize(cell) for cell in csv_row(row)])
-        if count % CSV_BATCH == 0:
-            yield buffer.take()
-    yield buffer.take()
+    rows = (csv_row(row) for row in usage.export_rows(org.account, month))
+    return csv_files.response(CSV_HEADER, rows, f"tally-{org.slug}-{period:%Y-%m}.csv")
 
 
 def csv_row(row: usage.Day | usage.JobUsage) -> list[str | int]:
@@ -149,26 +129,6 @@ def csv_row(row: usage.Day | usage.JobUsage) -> list[str | int]:
     if isinstance(row, usage.JobUsage):
         return ["job", date, "", row.credits_used, "", row.name, row.project, row.user, row.resource_class]
     return ["day", date, row.top_ups, row.credits_used, row.balance, "", "", "", ""]
-
-
-def neutralize(cell: str | int) -> str | int:
-    """Text that a spreadsheet would run as a formula gets a leading quote; numbers,
-    negative ones included, stay numbers."""
-    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS):
-        return "'" + cell
-    return cell
-
-
-class _LineBuffer:
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-
-    def write(self, text: str) -> None:
-        self.parts.append(text)
-
-    def take(self) -> str:
-        text, self.parts = "".join(self.parts), []
-        return text
 
 
 def _chosen_period(

@@ -3,7 +3,6 @@ time), what and from where; filtered by action, person and dates, and exported a
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 from collections.abc import Iterator
 
@@ -15,9 +14,9 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
+from billing import csv_files
 from billing.access import get_manager_membership
 from billing.models import Organization
-from billing.views.usage import neutralize
 from team.models import Action, AuditRecord
 
 PAGE_ROWS = 100
@@ -91,21 +90,12 @@ def audit_log(request: HttpRequest, slug: str) -> HttpResponse:
 def audit_export(request: HttpRequest, slug: str) -> StreamingHttpResponse:
     org = get_manager_membership(request.user, slug).organization
     records = _records(org, AuditFilter(request.GET))
-    response = StreamingHttpResponse(_csv_lines(org, records), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="tally-{org.slug}-audit.csv"'
-    return response
+    return csv_files.response(CSV_HEADER, _csv_rows(org, records), f"tally-{org.slug}-audit.csv")
 
 
-class _Line:
-    def write(self, text: str) -> str:
-        return text
-
-
-def _csv_lines(org: Organization, records: QuerySet[AuditRecord]) -> Iterator[str]:
-    writer = csv.writer(_Line(), lineterminator="\r\n")
-    yield writer.writerow(CSV_HEADER)
+def _csv_rows(org: Organization, records: QuerySet[AuditRecord]) -> Iterator[list[str]]:
     for record in records.iterator(chunk_size=1000):
-        row = [
+        yield [
             record.created_at.astimezone(org.tzinfo).isoformat(timespec="seconds"),
             record.actor_kind,
             record.actor,
@@ -114,4 +104,3 @@ def _csv_lines(org: Organization, records: QuerySet[AuditRecord]) -> Iterator[st
             record.detail,
             record.ip_address or "",
         ]
-        yield writer.writerow([neutralize(cell) for cell in row])
